@@ -1,0 +1,209 @@
+"""The T5 encoder-decoder in Flax Linen, with T5X's parameter tree.
+
+`T5(config)` is called like T5X's `Transformer`:
+
+    logits = T5(config).apply({"params": params}, encoder_input_tokens,
+                              decoder_input_tokens, decoder_target_tokens=None)
+
+Token 0 is padding in the encoder inputs. The seam for prompt methods is
+`encoder_prompt`: a module mapping `(embedded [batch, length, embed], mask [batch,
+length], tokens, task_ids)` to a new `(embedded, mask)`, called between the token
+embedding and the encoder stack. Its parameters live under `encoder_prompt/`, beside
+the model's own tree, so the model tree stays exactly T5X's.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prompt_tuning.models import layers
+from prompt_tuning.models.config import T5Config
+
+Array = jax.Array
+
+
+class EncoderLayer(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    dtype = cfg.activation_dtype
+    drop = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_attention_layer_norm")(x)
+    y = layers.MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dropout_rate, dtype,
+                                  cfg.float32_attention_logits, name="attention")(
+                                      y, y, bias, deterministic)
+    x = x + drop(y)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
+    y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype,
+                        name="mlp")(y, deterministic)
+    x = x + drop(y)
+    return layers.constrain(x, ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
+               deterministic: bool, decode: bool = False,
+               decode_position: Optional[Array] = None) -> Array:
+    cfg = self.config
+    dtype = cfg.activation_dtype
+    drop = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic)
+    attention = lambda name, cross: layers.MultiHeadAttention(
+        cfg.num_heads, cfg.head_dim, cfg.dropout_rate, dtype, cfg.float32_attention_logits,
+        is_cross_attention=cross, name=name)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_self_attention_layer_norm")(x)
+    y = attention("self_attention", False)(y, y, self_bias, deterministic, decode,
+                                           decode_position)
+    x = x + drop(y)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(x)
+    y = attention("encoder_decoder_attention", True)(y, encoded, cross_bias, deterministic,
+                                                     decode, decode_position)
+    x = x + drop(y)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
+    y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype,
+                        name="mlp")(y, deterministic)
+    x = x + drop(y)
+    return layers.constrain(x, ("batch", "length", "embed"))
+
+
+def _maybe_remat(cls, config: T5Config, static_argnums):
+  return nn.remat(cls, static_argnums=static_argnums) if config.remat else cls
+
+
+class Encoder(nn.Module):
+  """`[batch, length, embed]` embeddings and `[batch, length]` mask → encoded states."""
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    length = x.shape[1]
+    positions = jnp.arange(length)
+    relpos = layers.RelativePositionBiases(cfg.relative_attention_num_buckets,
+                                           cfg.relative_attention_max_distance, cfg.num_heads,
+                                           jnp.float32, name="relpos_bias")
+    bias = relpos(positions, positions, bidirectional=True)
+    bias = bias + layers.attention_bias_from_masks(mask, mask)
+    x = layers.constrain(x, ("batch", "length", "embed"))
+    x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
+    layer_cls = _maybe_remat(EncoderLayer, cfg, static_argnums=(3,))
+    for i in range(cfg.num_encoder_layers):
+      x = layer_cls(cfg, name=f"layers_{i}")(x, bias, deterministic)
+    x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name="encoder_norm")(x)
+    return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
+
+
+class Decoder(nn.Module):
+  """Decoder stack and output layer: `[batch, length, embed]` → `[batch, length, vocab]`."""
+  config: T5Config
+  shared_embedding: Optional[layers.Embed] = None
+
+  @nn.compact
+  def __call__(self, x: Array, encoded: Array, encoder_mask: Array,
+               decoder_mask: Optional[Array], deterministic: bool,
+               decode: bool = False) -> Array:
+    cfg = self.config
+    batch, length = x.shape[:2]
+    relpos = layers.RelativePositionBiases(cfg.relative_attention_num_buckets,
+                                           cfg.relative_attention_max_distance, cfg.num_heads,
+                                           jnp.float32, name="relpos_bias")
+    decode_position = None
+    if decode and self.has_variable("cache", "position"):
+      # A decoding step: one new token per row at `position`, keys over the whole cache.
+      position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+      decode_position = position.value
+      cache_length = self.get_variable("cache", "length_marker").shape[0]
+      key_positions = jnp.arange(cache_length)
+      query_positions = decode_position + jnp.arange(length)
+      self_bias = relpos(query_positions, key_positions, bidirectional=False)
+      visible = key_positions[None, :] <= query_positions[:, None]
+      self_bias = self_bias + jnp.where(visible, 0.0, -1e10)[None, None]
+      position.value = decode_position + length
+    else:
+      if decode:  # The call that creates the cache: remember its length.
+        self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+        self.variable("cache", "length_marker", lambda: jnp.zeros((length,), jnp.int8))
+      positions = jnp.arange(length)
+      self_bias = relpos(positions, positions, bidirectional=False) + layers.causal_bias(length)
+      if decoder_mask is not None:
+        self_bias = self_bias + layers.attention_bias_from_masks(decoder_mask, decoder_mask)
+    query_mask = jnp.ones((batch, length), bool) if decoder_mask is None else decoder_mask
+    cross_bias = layers.attention_bias_from_masks(query_mask, encoder_mask)
+
+    x = layers.constrain(x, ("batch", "length", "embed"))
+    x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
+    layer_cls = _maybe_remat(DecoderLayer, cfg, static_argnums=(5, 6))
+    for i in range(cfg.num_decoder_layers):
+      x = layer_cls(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, deterministic,
+                                             decode, decode_position)
+    x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name="decoder_norm")(x)
+    x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
+    if cfg.logits_via_embedding:
+      # T5 1.0 ties the output layer to the embedding and rescales by emb_dim**-0.5.
+      logits = self.shared_embedding.attend(x) * (cfg.emb_dim ** -0.5)
+    else:
+      logits = layers.Dense(cfg.vocab_size, ("embed", "vocab"),
+                            nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
+                            cfg.activation_dtype, name="logits_dense")(x)
+    return layers.constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+
+class T5(nn.Module):
+  """An encoder-decoder T5 with T5X's parameter tree and an optional `encoder_prompt`."""
+  config: T5Config
+  encoder_prompt: Optional[nn.Module] = None
+
+  def setup(self):
+    cfg = self.config
+    self.token_embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.activation_dtype)
+    self.encoder = Encoder(cfg)
+    self.decoder = Decoder(cfg, shared_embedding=self.token_embedder)
+
+  def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False,
+             task_ids: Optional[Array] = None) -> tuple[Array, Array]:
+    """`[batch, length]` tokens → (`[batch, length', embed]` states, `[batch, length']` mask).
+
+    `length'` is `length` plus whatever `encoder_prompt` adds; the mask is what the
+    decoder's cross-attention must see.
+    """
+    if encoder_input_tokens.ndim != 2:
+      raise ValueError("encoder_input_tokens must be [batch, length], got shape "
+                       f"{encoder_input_tokens.shape}")
+    mask = encoder_input_tokens > 0
+    x = self.token_embedder(encoder_input_tokens)
+    if self.encoder_prompt is not None:
+      x, mask = self.encoder_prompt(x, mask, encoder_input_tokens, task_ids)
+    return self.encoder(x, mask, not enable_dropout), mask
+
+  def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
+             decoder_target_tokens: Optional[Array] = None, enable_dropout: bool = False,
+             decode: bool = False) -> Array:
+    """Decoder logits `[batch, target_length, vocab]` (float32).
+
+    `decode=True` reads and writes the key/value `cache` collection (see `decoding.py`).
+    """
+    decoder_mask = None if decoder_target_tokens is None else decoder_target_tokens > 0
+    y = self.token_embedder(decoder_input_tokens)
+    return self.decoder(y, encoded, encoder_mask, decoder_mask, not enable_dropout, decode)
+
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Optional[Array] = None, enable_dropout: bool = False,
+               task_ids: Optional[Array] = None) -> Array:
+    """Teacher-forced logits `[batch, target_length, vocab]`."""
+    encoded, mask = self.encode(encoder_input_tokens, enable_dropout, task_ids)
+    return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens,
+                       enable_dropout)
+
+  def init_params(self, rng: Any, batch_size: int = 1, input_length: int = 8,
+                  target_length: int = 4):
+    """Random parameters (boxed with logical axes) for inputs of the given shapes."""
+    enc = jnp.ones((batch_size, input_length), jnp.int32)
+    dec = jnp.ones((batch_size, target_length), jnp.int32)
+    return self.init(rng, enc, dec)["params"]
