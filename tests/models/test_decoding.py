@@ -1,0 +1,100 @@
+"""Sampling and stopping behaviour of `decoding.py`, checked against numpy probabilities."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.special
+
+from prompt_tuning.models import decoding, get_config
+from prompt_tuning.models.network import T5
+
+ENC = jnp.array([[5, 6, 7, 8, 1, 0]])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  config = get_config("tiny", dropout_rate=0.0)
+  params = nn.meta.unbox(T5(config).init_params(jax.random.PRNGKey(3)))
+  # First-step distribution from a teacher-forced pass, computed independently of decoding.
+  logits = np.asarray(T5(config).apply({"params": params}, ENC, jnp.zeros((1, 1), jnp.int32)),
+                      np.float64)[0, 0]
+  return T5(config), params, logits
+
+
+def _first_tokens(model, params, n, **kwargs):
+  batch = jnp.repeat(ENC, n, axis=0)
+  tokens, _ = decoding.generate(model, params, batch, max_decode_length=1,
+                                rng=jax.random.PRNGKey(7), **kwargs)
+  return np.asarray(tokens[:, 0])
+
+
+def test_sampling_follows_the_softmax(tiny):
+  model, params, logits = tiny
+  n = 4000
+  counts = np.bincount(_first_tokens(model, params, n, temperature=1.0), minlength=logits.size)
+  probs = scipy.special.softmax(logits)
+  sigma = np.sqrt(probs * (1 - probs) / n)
+  assert np.all(np.abs(counts / n - probs) <= 5 * sigma + 1e-3)
+
+
+def test_temperature_sharpens(tiny):
+  model, params, logits = tiny
+  n = 2000
+  hot = _first_tokens(model, params, n, temperature=2.0)
+  cold = _first_tokens(model, params, n, temperature=0.3)
+  top = int(np.argmax(logits))
+  assert np.mean(cold == top) > np.mean(hot == top)
+  probs = scipy.special.softmax(logits / 0.3)
+  assert abs(np.mean(cold == top) - probs[top]) < 5 * np.sqrt(probs[top] / n) + 1e-3
+
+
+def test_top_k_keeps_only_the_k_most_likely(tiny):
+  model, params, logits = tiny
+  allowed = set(np.argsort(-logits)[:3].tolist())
+  samples = _first_tokens(model, params, 500, temperature=1.0, top_k=3)
+  assert set(samples.tolist()) <= allowed
+  assert len(set(samples.tolist())) > 1
+
+
+def test_top_p_keeps_the_smallest_nucleus(tiny):
+  model, params, logits = tiny
+  probs = scipy.special.softmax(logits)
+  order = np.argsort(-probs)
+  nucleus = order[:int(np.searchsorted(np.cumsum(probs[order]), 0.5) + 1)]
+  samples = _first_tokens(model, params, 500, temperature=1.0, top_p=0.5)
+  assert set(samples.tolist()) <= set(nucleus.tolist())
+
+
+def test_greedy_is_deterministic_and_beam_of_one_is_greedy(tiny):
+  model, params, _ = tiny
+  batch = jnp.array([[5, 6, 7, 8, 1, 0], [9, 10, 11, 1, 0, 0]])
+  a, sa = decoding.generate(model, params, batch, max_decode_length=8)
+  b, _ = decoding.generate(model, params, batch, max_decode_length=8)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  beam, sb = decoding.beam_search(model, params, batch, max_decode_length=8, num_beams=1,
+                                  alpha=0.0)
+  np.testing.assert_array_equal(np.asarray(beam[:, 0]), np.asarray(a))
+  np.testing.assert_allclose(np.asarray(sb[:, 0]), np.asarray(sa), rtol=1e-5)
+
+
+def test_stops_at_eos_and_pads(tiny):
+  model, params, _ = tiny
+  batch = jnp.repeat(ENC, 400, axis=0)
+  tokens, _ = decoding.generate(model, params, batch, max_decode_length=8,
+                                rng=jax.random.PRNGKey(0), temperature=3.0)
+  tokens = np.asarray(tokens)
+  ended = [row for row in tokens if 1 in row[:-1]]
+  assert ended, "a hot sampler over 400 rows should emit EOS somewhere"
+  for row in ended:
+    first = list(row).index(1)
+    assert not row[first + 1:].any(), f"tokens after EOS in {row}"
+  assert any(row[-1] != 0 and 1 not in row for row in tokens), "some rows run to the limit"
+
+
+def test_bad_arguments_are_named(tiny):
+  model, params, _ = tiny
+  with pytest.raises(ValueError, match="needs an `rng`"):
+    decoding.generate(model, params, ENC, max_decode_length=2, temperature=1.0)
+  with pytest.raises(ValueError, match="num_beams"):
+    decoding.beam_search(model, params, ENC, max_decode_length=2, num_beams=0)
