@@ -252,12 +252,12 @@ def wiki_paragraphs(markup: str) -> list[str]:
   for line in t.split("\n") + [""]:
     line = line.strip()
     heading = _WIKI_HEADING.match(line)
-    if heading and heading.group(2).lower() in _WIKI_END_SECTIONS:
-      break
     if heading or not line:
       if lines:
         paragraphs.append(" ".join(lines))
       lines = []
+      if heading and heading.group(2).lower() in _WIKI_END_SECTIONS:
+        break
     elif not line.startswith(("|", "!", "{", "}")):
       lines.append(re.sub(r"^[*#:;]+\s*", "", line))
   return [p for p in paragraphs if not re.search(r"\[\[|\]\]|\{\{|\}\}", p)]

