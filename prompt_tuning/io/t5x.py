@@ -49,8 +49,12 @@ def find_checkpoint_dir(path) -> pathlib.Path:
                           f"{path} is not a T5X checkpoint folder or its '{CHECKPOINT_FILE}' file")
   if (path / CHECKPOINT_FILE).is_file():
     return path
-  steps = sorted((int(m.group(1)), child) for child in path.iterdir() if child.is_dir()
-                 for m in [_STEP_DIR.match(child.name)] if m and (child / CHECKPOINT_FILE).is_file())
+  steps = []
+  for child in path.iterdir():
+    match = _STEP_DIR.match(child.name)
+    if match and (child / CHECKPOINT_FILE).is_file():
+      steps.append((int(match.group(1)), child))
+  steps.sort()
   if not steps:
     raise CheckpointError(f"{path} is not a T5X checkpoint: it has no '{CHECKPOINT_FILE}' file "
                           "and no checkpoint_<step>/ folders holding one")
@@ -172,8 +176,12 @@ def read_t5x_params(path) -> dict[str, Any]:
   """The model parameters (`optimizer/target`) of a T5X checkpoint, float32 numpy arrays."""
   folder = find_checkpoint_dir(path)
   file = folder / CHECKPOINT_FILE
+  data = file.read_bytes()
+  if data.startswith(b"model_checkpoint_path"):
+    raise CheckpointError(f"{folder} is a TensorFlow (Mesh TensorFlow) checkpoint, not a T5X "
+                          "one; convert it with T5X's convert_tf_checkpoint first")
   try:
-    state = msgpack.unpackb(file.read_bytes(), raw=False, strict_map_key=False)
+    state = msgpack.unpackb(data, raw=False, strict_map_key=False)
   except (OSError, ValueError, msgpack.UnpackException) as e:
     raise CheckpointError(f"cannot read {file} as a msgpack T5X checkpoint: {e}") from None
   if not isinstance(state, dict):

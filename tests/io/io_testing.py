@@ -1,9 +1,13 @@
-"""Tiny random transformers T5 models and an independent HF -> T5X name mapping for tests."""
+"""Test helpers: tiny random transformers T5s, an independent HF -> T5X name mapping, and
+comparisons of parameter trees."""
+import json
 import re
 
 import numpy as np
 import torch
 import transformers
+
+from prompt_tuning.io.params import flatten
 
 # Sizes chosen so no two dimensions coincide: a transposed or swapped tensor cannot fit.
 _SIZES = dict(vocab_size=40, d_model=16, d_kv=6, num_heads=2, d_ff=24, num_layers=2,
@@ -113,3 +117,23 @@ def example_tokens(vocab_size: int, seed: int = 0):
   dec = rng.integers(2, vocab_size, size=(2, 5))
   dec[:, 0] = 0
   return enc, dec
+
+
+def assert_trees_equal(actual, expected):
+  """Same paths, bit-identical arrays."""
+  a, b = flatten(actual), flatten(expected)
+  assert a.keys() == b.keys()
+  for key in b:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def edit_config(folder, **changes):
+  """Sets keys of `folder/config.json`; a value of None removes the key."""
+  path = folder / "config.json"
+  config = json.loads(path.read_text())
+  for key, value in changes.items():
+    if value is None:
+      config.pop(key, None)
+    else:
+      config[key] = value
+  path.write_text(json.dumps(config))

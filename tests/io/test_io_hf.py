@@ -1,5 +1,6 @@
 """Hugging Face checkpoints: transformers writes, we read; we write, transformers reads."""
 import json
+import shutil
 
 import ml_dtypes
 import numpy as np
@@ -8,7 +9,8 @@ import safetensors
 import torch
 import transformers
 
-from hf_testing import example_tokens, hf_logits, hf_state, our_name, tiny_hf_model
+from io_testing import (assert_trees_equal, edit_config, example_tokens, hf_logits, hf_state,
+                        our_name, tiny_hf_model)
 from prompt_tuning.io import CheckpointError, hf, read_hf_checkpoint, write_hf_checkpoint
 from prompt_tuning.io.params import flatten
 
@@ -24,22 +26,8 @@ def saved(request, tmp_path_factory):
   return request.param, model, folder
 
 
-def _edit_config(folder, **changes):
-  path = folder / "config.json"
-  config = json.loads(path.read_text())
-  for key, value in changes.items():
-    if value is None:
-      config.pop(key, None)
-    else:
-      config[key] = value
-  path.write_text(json.dumps(config))
-
-
 def _copy(folder, tmp_path):
-  import shutil
-  out = tmp_path / folder.name
-  shutil.copytree(folder, out)
-  return out
+  return shutil.copytree(folder, tmp_path / folder.name)
 
 
 def test_config_read_from_config_json(saved):
@@ -85,10 +73,7 @@ def test_sharded_checkpoint_reads_the_same(saved, tmp_path):
   config_sharded, sharded = read_hf_checkpoint(tmp_path)
   config, single = read_hf_checkpoint(folder)
   assert config_sharded == config
-  flat_sharded, flat = flatten(sharded), flatten(single)
-  assert flat_sharded.keys() == flat.keys()
-  for key in flat:
-    np.testing.assert_array_equal(flat_sharded[key], flat[key], err_msg=key)
+  assert_trees_equal(sharded, single)
 
 
 def test_written_checkpoint_loads_in_transformers_unchanged(saved, tmp_path):
@@ -98,10 +83,7 @@ def test_written_checkpoint_loads_in_transformers_unchanged(saved, tmp_path):
   loaded = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
   assert loaded.config.scale_decoder_outputs == (kind == "t5_1_0")
   assert (loaded.lm_head.weight is loaded.shared.weight) == (kind == "t5_1_0")
-  source, result = hf_state(model), hf_state(loaded)
-  assert source.keys() == result.keys()
-  for key in source:
-    np.testing.assert_array_equal(result[key], source[key], err_msg=key)
+  assert_trees_equal(hf_state(loaded), hf_state(model))
   enc, dec = example_tokens(40)
   np.testing.assert_array_equal(hf_logits(loaded, enc, dec), hf_logits(model, enc, dec))
 
@@ -112,10 +94,7 @@ def test_write_then_read_round_trips(saved, tmp_path):
   write_hf_checkpoint(tmp_path / "w", config, params)
   config2, params2 = read_hf_checkpoint(tmp_path / "w")
   assert config2 == config
-  a, b = flatten(params), flatten(params2)
-  assert a.keys() == b.keys()
-  for key in a:
-    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  assert_trees_equal(params2, params)
 
 
 def test_bfloat16_writing(saved, tmp_path):
@@ -135,8 +114,8 @@ def test_bfloat16_writing(saved, tmp_path):
   _, params_back = read_hf_checkpoint(out)
   emb = flatten(params_back)["token_embedder/embedding"]
   assert emb.dtype == np.float32
-  np.testing.assert_array_equal(
-      emb, flatten(params)["token_embedder/embedding"].astype(ml_dtypes.bfloat16).astype(np.float32))
+  original = flatten(params)["token_embedder/embedding"]
+  np.testing.assert_array_equal(emb, original.astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
 def test_transformers_4_style_config_reads_the_same(saved, tmp_path):
@@ -144,9 +123,9 @@ def test_transformers_4_style_config_reads_the_same(saved, tmp_path):
   expected, _ = read_hf_checkpoint(folder)
   copy = _copy(folder, tmp_path)
   if kind == "t5_1_0":  # 4.x T5 1.0 configs leave tie_word_embeddings out: tied.
-    _edit_config(copy, scale_decoder_outputs=None, tie_word_embeddings=None)
+    edit_config(copy, scale_decoder_outputs=None, tie_word_embeddings=None)
   else:
-    _edit_config(copy, scale_decoder_outputs=None, tie_word_embeddings=False)
+    edit_config(copy, scale_decoder_outputs=None, tie_word_embeddings=False)
   config, _ = read_hf_checkpoint(copy)
   assert config == expected
 
@@ -154,7 +133,7 @@ def test_transformers_4_style_config_reads_the_same(saved, tmp_path):
 def test_untied_but_scaled_output_folds_the_scale(tmp_path):
   model = tiny_hf_model("t5_1_1")
   model.save_pretrained(tmp_path)
-  _edit_config(tmp_path, scale_decoder_outputs=True)
+  edit_config(tmp_path, scale_decoder_outputs=True)
   config, params = read_hf_checkpoint(tmp_path)
   assert not config.logits_via_embedding
   np.testing.assert_allclose(flatten(params)["decoder/logits_dense/kernel"],
@@ -164,7 +143,7 @@ def test_untied_but_scaled_output_folds_the_scale(tmp_path):
 def test_tied_but_unscaled_output_uses_the_embedding(tmp_path):
   model = tiny_hf_model("t5_1_0")
   model.save_pretrained(tmp_path)
-  _edit_config(tmp_path, scale_decoder_outputs=False)
+  edit_config(tmp_path, scale_decoder_outputs=False)
   config, params = read_hf_checkpoint(tmp_path)
   assert not config.logits_via_embedding
   np.testing.assert_array_equal(flatten(params)["decoder/logits_dense/kernel"],

@@ -9,7 +9,7 @@ from flax import linen as nn
 from safetensors.numpy import load_file, save_file
 
 import prompt_tuning.io as io_lib
-from hf_testing import tiny_hf_model
+from io_testing import edit_config, tiny_hf_model
 from prompt_tuning.io import CheckpointError, load_pretrained, validate_params
 from prompt_tuning.io.params import expected_shapes, flatten, unflatten
 from prompt_tuning.models.config import T5Config
@@ -117,9 +117,7 @@ def test_broken_config_json(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_config(hf_copy):
-  config = json.loads((hf_copy / "config.json").read_text())
-  config["d_ff"] = 20
-  (hf_copy / "config.json").write_text(json.dumps(config))
+  edit_config(hf_copy, d_ff=20)
   with pytest.raises(CheckpointError,
                      match=r"encoder\.block\.0\.layer\.1\.DenseReluDense\.wi_0\.weight .*"
                            r"has shape \(24, 16\), but config.json implies \(20, 16\)"):
@@ -150,9 +148,7 @@ def test_unexpected_tensors_are_listed(hf_copy):
 
 
 def test_unsupported_feed_forward(hf_copy):
-  config = json.loads((hf_copy / "config.json").read_text())
-  config["feed_forward_proj"] = "gated-mish"
-  (hf_copy / "config.json").write_text(json.dumps(config))
+  edit_config(hf_copy, feed_forward_proj="gated-mish")
   with pytest.raises(CheckpointError, match="feed_forward_proj 'gated-mish' is not supported"):
     load_pretrained(hf_copy)
 

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from hf_testing import example_tokens, hf_logits, tiny_hf_model
+from io_testing import example_tokens, hf_logits, tiny_hf_model
 from prompt_tuning.io import load_pretrained
 from prompt_tuning.models.network import T5
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_REFERENCE
+from io_testing import assert_trees_equal
 from prompt_tuning.io import CheckpointError, load_pretrained, read_t5x_checkpoint, t5x
 from prompt_tuning.io.params import expected_shapes, flatten, unflatten
 from prompt_tuning.models.config import T5Config
@@ -111,10 +112,7 @@ def test_flax_written_checkpoint(config, tmp_path, monkeypatch):
   (tmp_path / "checkpoint_7" / "checkpoint").write_bytes(data)
   read_config, read = read_t5x_checkpoint(tmp_path)
   assert read_config == config
-  a, b = flatten(params), flatten(read)
-  assert a.keys() == b.keys()
-  for key in a:
-    np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+  assert_trees_equal(read, params)
 
 
 def _write_zarr(folder, array, chunks, order="C", separator=".", skip=(), dtype_name=None):
@@ -165,6 +163,12 @@ def test_not_a_msgpack_checkpoint(tmp_path):
   (tmp_path / "checkpoint").write_bytes(b"\xc1 not msgpack")
   with pytest.raises(CheckpointError, match="msgpack"):
     read_t5x_checkpoint(tmp_path)
+
+
+def test_tensorflow_checkpoint_is_recognised(tmp_path):
+  (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-1000000"\n')
+  with pytest.raises(CheckpointError, match="TensorFlow.*not a T5X"):
+    load_pretrained(tmp_path)
 
 
 def test_tree_without_target_lists_its_keys(tmp_path):
