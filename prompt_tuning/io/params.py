@@ -59,14 +59,18 @@ def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """`{'a': {'b': x}}` -> `{'a/b': x}`; leaves are anything that is not a mapping."""
+  """`{'a': {'b': x}}` -> `{'a/b': x}`; leaves are anything that is not a mapping.
+
+  Leaves boxed with logical axes (flax's `nn.Partitioned`, as `init` returns them) are
+  unboxed to their arrays.
+  """
   flat = {}
   for key, value in tree.items():
     path = f"{prefix}{key}"
     if isinstance(value, Mapping):
       flat.update(flatten(value, path + "/"))
     else:
-      flat[path] = value
+      flat[path] = value.unbox() if callable(getattr(value, "unbox", None)) else value
   return flat
 
 

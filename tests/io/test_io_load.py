@@ -45,6 +45,18 @@ def test_expected_shapes_match_the_flax_model(config):
   assert model == expected_shapes(config)
 
 
+def test_model_init_params_are_valid_and_writable(tmp_path):
+  """`init` returns params boxed with logical axes; validation and writing unbox them."""
+  from prompt_tuning.models.network import T5
+  params = T5(CONFIG).init_params(jax.random.PRNGKey(0))
+  validate_params(CONFIG, params)
+  io_lib.write_hf_checkpoint(tmp_path / "w", CONFIG, params)
+  config, read = load_pretrained(tmp_path / "w")
+  assert config == CONFIG
+  np.testing.assert_array_equal(read["token_embedder"]["embedding"],
+                                nn.unbox(params)["token_embedder"]["embedding"])
+
+
 def test_load_pretrained_reads_hf_folders(hf_folder):
   config, params = load_pretrained(hf_folder)
   assert config.num_decoder_layers == 3 and "logits_dense" in params["decoder"]
