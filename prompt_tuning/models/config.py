@@ -104,9 +104,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     **{f"t5_1_1_{k}": v for k, v in _T5_1_1.items()},
     # The LM-adapted checkpoints share T5.1.1's architecture; only their weights differ.
     **{f"t5_1_1_lm100k_{k}": v for k, v in _T5_1_1.items()},
+    # The shape of `../shared/reference/t5x_t5_1_1_tiny`, written by T5X's tests.
     "t5_1_1_tiny": dict(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2, mlp_dim=8,
                         num_encoder_layers=2, num_decoder_layers=2,
-                        mlp_activations=("gelu", "linear"), logits_via_embedding=False),
+                        mlp_activations=("gelu", "linear"), logits_via_embedding=False,
+                        relative_attention_num_buckets=4),
     "tiny": dict(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
                  num_encoder_layers=2, num_decoder_layers=2,
                  mlp_activations=("gelu", "linear"), logits_via_embedding=False),

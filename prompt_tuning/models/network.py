@@ -7,8 +7,8 @@
 
 Token 0 is padding in the encoder inputs. The seam for prompt methods is
 `encoder_prompt`: a module mapping `(embedded [batch, length, embed], mask [batch,
-length], tokens, task_ids)` to a new `(embedded, mask)`, called between the token
-embedding and the encoder stack. Its parameters live under `encoder_prompt/`, beside
+length], tokens, task_ids, embedding [vocab, embed])` to a new `(embedded, mask)`,
+called between the token embedding and the encoder stack. Its parameters live under `encoder_prompt/`, beside
 the model's own tree, so the model tree stays exactly T5X's.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning.models import layers
+from prompt_tuning.models import layers, losses
 from prompt_tuning.models.config import T5Config
 
 Array = jax.Array
@@ -173,14 +173,21 @@ class T5(nn.Module):
     `length'` is `length` plus whatever `encoder_prompt` adds; the mask is what the
     decoder's cross-attention must see.
     """
+    x, mask = self.prompted_inputs(encoder_input_tokens, task_ids)
+    return self.encoder(x, mask, not enable_dropout), mask
+
+  def prompted_inputs(self, encoder_input_tokens: Array,
+                      task_ids: Optional[Array] = None) -> tuple[Array, Array]:
+    """The encoder's input embeddings and mask, after `encoder_prompt` if there is one."""
     if encoder_input_tokens.ndim != 2:
       raise ValueError("encoder_input_tokens must be [batch, length], got shape "
                        f"{encoder_input_tokens.shape}")
     mask = encoder_input_tokens > 0
     x = self.token_embedder(encoder_input_tokens)
     if self.encoder_prompt is not None:
-      x, mask = self.encoder_prompt(x, mask, encoder_input_tokens, task_ids)
-    return self.encoder(x, mask, not enable_dropout), mask
+      x, mask = self.encoder_prompt(x, mask, encoder_input_tokens, task_ids,
+                                    self.token_embedder.embedding)
+    return x, mask
 
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Optional[Array] = None, enable_dropout: bool = False,
@@ -200,6 +207,33 @@ class T5(nn.Module):
     encoded, mask = self.encode(encoder_input_tokens, enable_dropout, task_ids)
     return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens,
                        enable_dropout)
+
+  def token_losses(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+                   decoder_target_tokens: Array, decoder_loss_weights: Optional[Array] = None,
+                   enable_dropout: bool = False, z_loss: float = 0.0,
+                   label_smoothing: float = 0.0, task_ids: Optional[Array] = None
+                   ) -> tuple[Array, Array, Array]:
+    """Per-token (loss, z-loss, weights), each `[batch, target_length]`; 0 at padding.
+
+    Weights default to `decoder_target_tokens > 0`.
+    """
+    logits = self(encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                  enable_dropout, task_ids)
+    weights = (decoder_target_tokens > 0 if decoder_loss_weights is None
+               else decoder_loss_weights).astype(jnp.float32)
+    loss, z = losses.cross_entropy(logits, decoder_target_tokens, z_loss, label_smoothing)
+    return loss * weights, z * weights, weights
+
+  def target_log_likelihood(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+                            decoder_target_tokens: Array,
+                            decoder_loss_weights: Optional[Array] = None,
+                            task_ids: Optional[Array] = None) -> Array:
+    """log p(targets | inputs) per example, `[batch]`: the score of rank classification."""
+    logits = self(encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                  False, task_ids)
+    weights = (decoder_target_tokens > 0 if decoder_loss_weights is None
+               else decoder_loss_weights).astype(jnp.float32)
+    return losses.sequence_log_likelihood(logits, decoder_target_tokens, weights)
 
   def init_params(self, rng: Any, batch_size: int = 1, input_length: int = 8,
                   target_length: int = 4):

@@ -1,0 +1,80 @@
+"""The trainable part: a `[p, embed]` prompt and the modules that place it.
+
+A prompt module plugs into `T5(config, encoder_prompt=...)`. Its contract is
+`(embedded [batch, length, embed], mask [batch, length], tokens [batch, length],
+task_ids [batch] | None, embedding [vocab, embed]) -> (embedded', mask')`, so the
+related methods each come as one new module with that call, not as a fork of T5:
+per-task prompts picked by `task_ids` (mixed-task batches), a prompt produced by a
+small network (P-tuning), an attention mixture of several prompts (ATTEMPT).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prompt_tuning.models import layers
+from prompt_tuning.models.config import T5Config
+from prompt_tuning.models.network import T5
+from prompt_tuning.prompts import combine as combine_lib
+from prompt_tuning.prompts import initializers
+
+Array = jax.Array
+PROMPT_AXES = ("prompt", "prompt_embed")
+
+
+class Prompt(nn.Module):
+  """A `[length, embed]` float32 parameter `prompt`, replicated over the mesh.
+
+  `initializer(rng, shape, embedding)` sees the frozen token embedding, so prompts can
+  start from vocabulary rows. The prompt is cast to the activations' dtype on use.
+  """
+  length: int
+  initializer: initializers.PromptInit = initializers.from_uniform()
+  placement: str = "prefix"
+
+  def __post_init__(self):
+    if not isinstance(self.length, int) or self.length < 1:
+      raise ValueError(f"prompt length must be a positive integer, got {self.length!r}")
+    combine_lib.get_combine_fn(self.placement)  # fail early on a bad name
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, embedded: Array, mask: Array, tokens: Optional[Array] = None,
+               task_ids: Optional[Array] = None,
+               embedding: Optional[Array] = None) -> tuple[Array, Array]:
+    del tokens, task_ids
+    width = embedded.shape[-1]
+    init = lambda rng, shape, table: self.initializer(rng, shape, table)
+    prompt = self.param("prompt", layers.with_axes(init, PROMPT_AXES), (self.length, width),
+                        embedding)
+    if prompt.shape != (self.length, width):
+      raise ValueError(f"the prompt has shape {tuple(prompt.shape)} but this model needs "
+                       f"({self.length}, {width}): [prompt length, embedding width]")
+    prompt = layers.constrain(prompt.astype(embedded.dtype), PROMPT_AXES)
+    return combine_lib.get_combine_fn(self.placement)(prompt, embedded, mask)
+
+
+def prompted_t5(config: T5Config, length: int = 100,
+                initializer: Optional[initializers.PromptInit] = None,
+                placement: str = "prefix") -> T5:
+  """A frozen T5 with a trainable prompt on the encoder's inputs (Lester et al. 2021)."""
+  prompt = Prompt(length, initializer or initializers.from_uniform(), placement,
+                  name="encoder_prompt")
+  return T5(config, encoder_prompt=prompt)
+
+
+def init_prompt_params(model: T5, frozen_params, rng: Array) -> dict:
+  """Creates the prompt's parameters against the frozen model's embedding.
+
+  Runs only the embedding and the prompt (not the encoder), so it is cheap for any
+  model size. Returns `{"encoder_prompt": {...}}` with logical-axis boxes.
+  """
+  if model.encoder_prompt is None:
+    raise ValueError("this T5 has no encoder_prompt: build it with prompted_t5(...)")
+  tokens = jnp.ones((1, 1), jnp.int32)
+  _, variables = model.apply({"params": frozen_params}, tokens, method=T5.prompted_inputs,
+                             rngs={"params": rng}, mutable=["params"])
+  return {"encoder_prompt": variables["params"]["encoder_prompt"]}
