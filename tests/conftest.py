@@ -8,3 +8,13 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_reference():
+  """`../shared/reference`: files written by other systems; skip where it is absent."""
+  if not SHARED_REFERENCE.is_dir():
+    pytest.skip(f"{SHARED_REFERENCE} is absent (it sits beside the repository in CI)")
+  return SHARED_REFERENCE

@@ -18,12 +18,14 @@ CombineFn = Callable[[Array, Array, Array], tuple[Array, Array]]
 
 
 def _batched(prompt: Array, embedded: Array) -> Array:
+  batch, width = embedded.shape[0], embedded.shape[-1]
+  fits = prompt.shape[-1] == width and (prompt.ndim == 2 or
+                                        (prompt.ndim == 3 and prompt.shape[0] == batch))
+  if not fits:
+    raise ValueError(f"prompt of shape {tuple(prompt.shape)} does not fit inputs of shape "
+                     f"{tuple(embedded.shape)}: need [p, {width}] or [{batch}, p, {width}]")
   if prompt.ndim == 2:
-    prompt = jnp.broadcast_to(prompt[None], (embedded.shape[0],) + prompt.shape)
-  if prompt.shape[0] != embedded.shape[0] or prompt.shape[-1] != embedded.shape[-1]:
-    raise ValueError(f"prompt of shape {prompt.shape} does not fit inputs of shape "
-                     f"{embedded.shape}: need [p, {embedded.shape[-1]}] or "
-                     f"[{embedded.shape[0]}, p, {embedded.shape[-1]}]")
+    prompt = jnp.broadcast_to(prompt[None], (batch,) + prompt.shape)
   return prompt.astype(embedded.dtype)
 
 

@@ -47,9 +47,13 @@ class Prompt(nn.Module):
                embedding: Optional[Array] = None) -> tuple[Array, Array]:
     del tokens, task_ids
     width = embedded.shape[-1]
-    init = lambda rng, shape, table: self.initializer(rng, shape, table)
-    prompt = self.param("prompt", layers.with_axes(init, PROMPT_AXES), (self.length, width),
-                        embedding)
+    if self.has_variable("params", "prompt"):  # check it ourselves, with a clearer message
+      prompt = self.get_variable("params", "prompt")
+    else:
+      init = lambda rng, shape, table: self.initializer(rng, shape, table)
+      prompt = self.param("prompt", layers.with_axes(init, PROMPT_AXES), (self.length, width),
+                          embedding)
+    prompt = nn.meta.unbox(prompt)
     if prompt.shape != (self.length, width):
       raise ValueError(f"the prompt has shape {tuple(prompt.shape)} but this model needs "
                        f"({self.length}, {width}): [prompt length, embedding width]")
@@ -78,3 +82,20 @@ def init_prompt_params(model: T5, frozen_params, rng: Array) -> dict:
   _, variables = model.apply({"params": frozen_params}, tokens, method=T5.prompted_inputs,
                              rngs={"params": rng}, mutable=["params"])
   return {"encoder_prompt": variables["params"]["encoder_prompt"]}
+
+
+def check_prompt_budget(prompt_length: int, input_length: int,
+                        max_encoder_length: Optional[int] = None) -> int:
+  """The encoder length `input_length + prompt_length`, checked against a budget.
+
+  `max_encoder_length` is the longest encoder sequence the run allows (memory, or the
+  length the model was trained at); `None` means no limit.
+  """
+  if prompt_length < 1:
+    raise ValueError(f"PROMPT_LENGTH must be positive, got {prompt_length}")
+  total = input_length + prompt_length
+  if max_encoder_length is not None and total > max_encoder_length:
+    raise ValueError(f"a prompt of {prompt_length} plus inputs of {input_length} is {total} "
+                     f"encoder positions, over the budget of {max_encoder_length}; shorten "
+                     "PROMPT_LENGTH or TASK_FEATURE_LENGTHS['inputs']")
+  return total

@@ -135,7 +135,7 @@ def build(model: T5, tx: optax.GradientTransformation, mesh: Mesh, abstract_para
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     if learning_rate is not None:
       metrics["learning_rate"] = jnp.asarray(learning_rate(state.step), jnp.float32)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
