@@ -12,6 +12,8 @@ import tensorflow as tf
 
 PathOrFn = Union[str, Callable[[], str]]
 
+# Files up to this many rows are shuffled whole; the corpora hold about 10k.
+MAX_SHUFFLE_ROWS = 200_000
 _SCAN_CACHE = {}
 
 
@@ -112,8 +114,9 @@ class TsvDataSource(seqio.DataSource):
 
   Paths may be callables, resolved when the data is read, so a task can be
   registered before its files exist. Every file is checked with `scan_tsv`
-  before tf.data reads it; the source keeps the files' row order (the Task
-  shuffles after preprocessing).
+  before tf.data reads it. With `shuffle`, rows come in a new seeded order each
+  epoch (a buffer of up to `MAX_SHUFFLE_ROWS` lines), so the Task's own shuffle
+  buffer after preprocessing can stay small.
   """
 
   def __init__(self,
@@ -157,13 +160,16 @@ class TsvDataSource(seqio.DataSource):
                   sequence_length=None,
                   use_cached: bool = False,
                   num_epochs: Optional[int] = 1) -> tf.data.Dataset:
-    del shuffle, seed, sequence_length, use_cached, num_epochs
-    path, _ = self._check(split)
+    del sequence_length, use_cached, num_epochs
+    path, rows = self._check(split)
     names = self._columns + ([self._label_column] if self._label_column else [])
     indices = column_indices(path, names)
     ds = tf.data.TextLineDataset(path).skip(1)
     if shard_info:
       ds = ds.shard(shard_info.num_shards, shard_info.index)
+    if shuffle:
+      ds = ds.shuffle(min(rows, MAX_SHUFFLE_ROWS), seed=seed,
+                      reshuffle_each_iteration=True)
 
     def parse(line):
       fields = tf.strings.split(tf.strings.regex_replace(line, "\r$", ""), "\t")
