@@ -13,7 +13,9 @@ def tiny_spm(tmp_path_factory) -> str:
   directory = tmp_path_factory.mktemp("spm")
   rng = random.Random(0)
   text = directory / "text.txt"
-  text.write_text("\n".join(sentence(rng, 12) for _ in range(500)) + "\n")
+  lines = [f"{rng.choice(['sentence', 'text'])}: {sentence(rng, 12)}."
+           for _ in range(500)]
+  text.write_text("\n".join(lines) + "\n")
   return vocab.train_sentencepiece(str(text), str(directory / "tiny"), 48)
 
 
@@ -31,7 +33,7 @@ def corpus_cache(tmp_path, monkeypatch):
   rng = random.Random(1)
   for split in ("train", "validation"):
     write_tsv(tmp_path / "corpora" / "prose" / f"{split}.tsv", ["text"],
-              [[sentence(rng, rng.randint(3, 200))] for _ in range(40)])
+              [[sentence(rng, rng.randint(3, 80))] for _ in range(40)])
   for split in ("train", "validation", "test"):
     write_tsv(tmp_path / "corpora" / "rotten_tomatoes" / f"{split}.tsv",
               ["text", "label"],
