@@ -1,0 +1,82 @@
+"""get_dataset: model features, determinism, resuming by batch, sharding, errors."""
+import numpy as np
+import pytest
+import seqio
+
+from prompt_tuning.data import get_dataset
+
+FEATURES = {"encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+            "decoder_loss_weights"}
+LENGTHS = {"inputs": 24, "targets": 8}
+
+
+def _batches(*args, count=None, **kwargs):
+  ds = get_dataset(*args, **kwargs)
+  return list((ds.take(count) if count else ds).as_numpy_iterator())
+
+
+def test_batches_hold_encoder_decoder_features(corpus_cache, default_vocab):
+  batches = _batches("rotten_tomatoes", "train", LENGTHS, 4, seed=1, num_epochs=1)
+  assert len(batches) == 24 // 4
+  for batch in batches:
+    assert set(batch) == FEATURES
+    assert batch["encoder_input_tokens"].shape == (4, 24)
+    assert all(batch[k].shape == (4, 8) and batch[k].dtype == np.int32
+               for k in FEATURES - {"encoder_input_tokens"})
+    targets = batch["decoder_target_tokens"]
+    assert np.array_equal(batch["decoder_input_tokens"][:, 1:], targets[:, :-1])
+    assert not batch["decoder_input_tokens"][:, 0].any()
+    assert np.array_equal(batch["decoder_loss_weights"], (targets != 0).astype(np.int32))
+
+
+def test_same_seed_same_stream_and_start_batch_resumes_it(corpus_cache, default_vocab):
+  task = "pretrain_span_corruption"
+  kwargs = dict(split="train", task_feature_lengths=LENGTHS, batch_size=8)
+  one_epoch = len(_batches(task, num_epochs=1, **kwargs))
+  count = one_epoch + 3  # run into the second epoch
+  full = _batches(task, seed=3, count=count, **kwargs)
+  again = _batches(task, seed=3, count=3, **kwargs)
+  resumed = _batches(task, seed=3, start_batch=one_epoch - 2, count=5, **kwargs)
+  other = _batches(task, seed=4, count=2, **kwargs)
+  for a, b in zip(full, again):
+    assert all(np.array_equal(a[k], b[k]) for k in FEATURES)
+  for a, b in zip(full[one_epoch - 2:], resumed):
+    assert all(np.array_equal(a[k], b[k]) for k in FEATURES)
+  assert len(resumed) == 5
+  assert not np.array_equal(full[0]["encoder_input_tokens"], other[0]["encoder_input_tokens"])
+
+
+def test_task_object_and_packing(corpus_cache, default_vocab):
+  task = seqio.TaskRegistry.get("rotten_tomatoes")
+  (batch,) = _batches(task, "train", {"inputs": 256, "targets": 64}, 2, pack=True,
+                      count=1)
+  assert set(batch) == FEATURES | {"encoder_segment_ids", "decoder_segment_ids",
+                                   "encoder_positions", "decoder_positions"}
+  assert batch["encoder_segment_ids"].max() > 1, "several examples share a row"
+
+
+def test_shards_split_the_examples(corpus_cache, default_vocab):
+  def rows(shard_info=None):
+    batches = _batches("rotten_tomatoes", "validation", LENGTHS, 2, shuffle=False,
+                       num_epochs=1, shard_info=shard_info)
+    return [tuple(r) for b in batches for r in b["encoder_input_tokens"]]
+
+  everything = rows()
+  shards = [rows(seqio.ShardInfo(index=i, num_shards=2)) for i in range(2)]
+  assert len(shards[0]) == len(shards[1]) == len(everything) // 2
+  assert sorted(shards[0] + shards[1]) == sorted(everything)
+
+
+def test_bad_arguments_are_named(corpus_cache, default_vocab):
+  with pytest.raises(ValueError, match="fewer than 64 examples"):
+    get_dataset("rotten_tomatoes", "train", LENGTHS, 64)
+  with pytest.raises(ValueError, match="No seqio Task or Mixture is registered as 'nope'"):
+    get_dataset("nope", "train", LENGTHS, 4)
+  with pytest.raises(ValueError, match="no split 'dev'"):
+    get_dataset("rotten_tomatoes", "dev", LENGTHS, 4)
+  with pytest.raises(ValueError, match="exactly 'inputs' and 'targets'"):
+    get_dataset("rotten_tomatoes", "train", {"inputs": 8}, 4)
+  with pytest.raises(ValueError, match="needs a fixed seed"):
+    get_dataset("rotten_tomatoes", "train", LENGTHS, 4, seed=None, start_batch=2)
+  with pytest.raises(TypeError, match="registered name or a seqio Task"):
+    get_dataset(3, "train", LENGTHS, 4)
