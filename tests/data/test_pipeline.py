@@ -55,6 +55,13 @@ def test_task_object_and_packing(corpus_cache, default_vocab):
   assert batch["encoder_segment_ids"].max() > 1, "several examples share a row"
 
 
+def test_mixture_object(corpus_cache, default_vocab):
+  mixture = seqio.Mixture("rt_and_rank", [("rotten_tomatoes", 1.0),
+                                          ("rotten_tomatoes_rank_classification", 1.0)])
+  (batch,) = _batches(mixture, "train", LENGTHS, 4, count=1)
+  assert set(batch) == FEATURES and batch["encoder_input_tokens"].shape == (4, 24)
+
+
 def test_shards_split_the_examples(corpus_cache, default_vocab):
   def rows(shard_info=None):
     batches = _batches("rotten_tomatoes", "validation", LENGTHS, 2, shuffle=False,
