@@ -39,16 +39,20 @@ def get_dataset(mixture_or_task: Provider,
                 shard_info: Optional[seqio.ShardInfo] = None,
                 start_batch: int = 0,
                 use_cached: bool = False) -> tf.data.Dataset:
-  """tf.data of batches {encoder_input_tokens, decoder_input_tokens, decoder_target_tokens, decoder_loss_weights}.
+  """A tf.data.Dataset of batches of encoder-decoder model features.
 
+  Features: encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+  decoder_loss_weights.
   Each feature is int32 [batch_size, length] (lengths from
   `task_feature_lengths["inputs"]` / `["targets"]`), made by seqio's
   `EncDecFeatureConverter`; with `pack=True` several examples share a row and
   segment ids and positions are added. `num_epochs=None` repeats forever.
   Partial batches are dropped, and a split without one full batch is an
   error. `start_batch` skips that many batches of the same deterministic
-  stream (requires a `seed`). `shard_info` reads one host's share.
-  Iterate with `.as_numpy_iterator()`.
+  stream (requires a `seed`); it re-runs the skipped batches, so for long
+  runs prefer checkpointing the iterator with `tf.train.Checkpoint(it=iter(ds))`,
+  which this pipeline supports. `shard_info` reads one host's share. Iterate
+  with `.as_numpy_iterator()`.
   """
   provider = _provider(mixture_or_task)
   if split not in provider.splits:

@@ -106,7 +106,10 @@ def _corrupt_spans(tokens, seeds, noise_density, mean_noise_span_length,
 
 
 def _chunks(dataset: tf.data.Dataset, length: int) -> tf.data.Dataset:
-  """Cuts each 1-D token tensor into pieces of `length` (the last may be shorter); drops pieces under 2."""
+  """Cuts each 1-D token tensor into pieces of `length` (the last may be shorter).
+
+  Pieces under 2 tokens are dropped: they cannot be split into two parts.
+  """
 
   def pieces(tokens):
     starts = tf.data.Dataset.range(0, tf.cast(tf.size(tokens), tf.int64), length)

@@ -44,15 +44,18 @@ def read_header(path: str) -> list[str]:
                    "its columns, then one example per line.")
 
 
-def column_indices(path: str, columns: Sequence[str]) -> list[int]:
-  """Where each of `columns` sits in the header of `path`."""
-  header = read_header(path)
+def _indices(path: str, header: list[str], columns: Sequence[str]) -> list[int]:
   for column in columns:
     if column not in header:
       raise ValueError(f"TSV file {path} has no column {column!r}; its header "
                        f"has columns {header}. Rename the column in the file or "
                        "pass the column's name.")
   return [header.index(c) for c in columns]
+
+
+def column_indices(path: str, columns: Sequence[str]) -> list[int]:
+  """Where each of `columns` sits in the header of `path`."""
+  return _indices(path, read_header(path), columns)
 
 
 def scan_tsv(path: str,
@@ -73,9 +76,8 @@ def scan_tsv(path: str,
     return _SCAN_CACHE[key]
 
   header = read_header(path)
-  wanted = list(columns) + ([label_column] if label_column else [])
-  column_indices(path, wanted)
-  label_index = header.index(label_column) if label_column else None
+  indices = _indices(path, header, list(columns) + ([label_column] if label_column else []))
+  label_index = indices[-1] if label_column else None
   allowed = set(labels or ())
   rows = 0
   for lineno, fields in _lines(path):
@@ -99,13 +101,11 @@ def scan_tsv(path: str,
 
 
 def iter_column(path: str, column: str) -> Iterator[str]:
-  """The values of one column of `path`, row by row."""
+  """The values of one column of `path`, row by row, after `scan_tsv` checks the file."""
+  scan_tsv(path, [column])
   (index,) = column_indices(path, [column])
   for lineno, fields in _lines(path):
     if lineno > 1:
-      if index >= len(fields):
-        raise ValueError(f"{path}:{lineno} has no field {index + 1} "
-                         f"({column!r}); fields must not contain tabs.")
       yield fields[index]
 
 

@@ -22,7 +22,7 @@ T5_SPECIAL_IDS = {"pad": 0, "eos": 1, "unk": 2}
 
 
 def default_vocab_path() -> str:
-  """The SentencePiece model used when none is named: $PROMPT_TUNING_VOCAB, else the packaged one."""
+  """The model file used when none is named: $PROMPT_TUNING_VOCAB, else the packaged one."""
   path = os.environ.get(VOCAB_ENV)
   if path:
     if not os.path.isfile(path):

@@ -2,12 +2,20 @@
 import numpy as np
 import pytest
 import seqio
+import tensorflow as tf
 
 from prompt_tuning.data import get_dataset
 
 FEATURES = {"encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
             "decoder_loss_weights"}
 LENGTHS = {"inputs": 24, "targets": 8}
+
+
+def _span_corruption():
+  """The registered task with a small shuffle buffer: filling seqio's default
+  one would first run the tiny test corpus through many epochs."""
+  task = seqio.TaskRegistry.get("pretrain_span_corruption")
+  return task.replace(shuffle_buffer_size=64)
 
 
 def _batches(*args, count=None, **kwargs):
@@ -30,7 +38,7 @@ def test_batches_hold_encoder_decoder_features(corpus_cache, default_vocab):
 
 
 def test_same_seed_same_stream_and_start_batch_resumes_it(corpus_cache, default_vocab):
-  task = "pretrain_span_corruption"
+  task = _span_corruption()
   kwargs = dict(split="train", task_feature_lengths=LENGTHS, batch_size=8)
   one_epoch = len(_batches(task, num_epochs=1, **kwargs))
   count = one_epoch + 3  # run into the second epoch
@@ -44,6 +52,21 @@ def test_same_seed_same_stream_and_start_batch_resumes_it(corpus_cache, default_
     assert all(np.array_equal(a[k], b[k]) for k in FEATURES)
   assert len(resumed) == 5
   assert not np.array_equal(full[0]["encoder_input_tokens"], other[0]["encoder_input_tokens"])
+
+
+def test_iterator_state_can_be_checkpointed(corpus_cache, default_vocab, tmp_path):
+  def iterator():
+    return iter(get_dataset(_span_corruption(), "train", LENGTHS, 8, seed=2))
+
+  first = iterator()
+  for _ in range(3):
+    next(first)
+  path = tf.train.Checkpoint(it=first).save(str(tmp_path / "data"))
+  expected = [next(first)["encoder_input_tokens"].numpy() for _ in range(2)]
+  second = iterator()
+  tf.train.Checkpoint(it=second).restore(path)
+  for want in expected:
+    assert np.array_equal(next(second)["encoder_input_tokens"].numpy(), want)
 
 
 def test_task_object_and_packing(corpus_cache, default_vocab):
