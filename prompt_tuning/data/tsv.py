@@ -148,8 +148,14 @@ class TsvDataSource(seqio.DataSource):
   def list_shards(self, split: str) -> Sequence[str]:
     return [self.path(split)]
 
-  def num_input_examples(self, split: str) -> int:
+  def num_rows(self, split: str) -> int:
+    """Examples in a split (checks its file)."""
     return self._check(split)[1]
+
+  def num_input_examples(self, split: str) -> None:
+    """None on purpose: given a size under 10k, seqio caches the first epoch in
+    memory and replays its order, undoing the per-epoch shuffle. See num_rows."""
+    return None
 
   def get_dataset(self,
                   split: str = "train",

@@ -69,6 +69,15 @@ def test_iterator_state_can_be_checkpointed(corpus_cache, default_vocab, tmp_pat
     assert np.array_equal(next(second)["encoder_input_tokens"].numpy(), want)
 
 
+def test_epochs_come_in_different_orders(corpus_cache, default_vocab):
+  # Without the Task's shuffle buffer, a batch of 24 is one epoch of the source.
+  task = seqio.TaskRegistry.get("rotten_tomatoes").replace(shuffle_buffer_size=1)
+  batches = _batches(task, "train", LENGTHS, 24, seed=5, count=3)
+  epochs = [b["encoder_input_tokens"].tolist() for b in batches]
+  assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(epochs[2])
+  assert epochs[0] != epochs[1] != epochs[2]
+
+
 def test_task_object_and_packing(corpus_cache, default_vocab):
   task = seqio.TaskRegistry.get("rotten_tomatoes")
   (batch,) = _batches(task, "train", {"inputs": 256, "targets": 64}, 2, pack=True,

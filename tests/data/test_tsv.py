@@ -16,7 +16,7 @@ def test_source_reads_the_named_columns_in_order(tmp_path):
   path = write_tsv(tmp_path / "a.tsv", ["id", "label", "text"],
                    [["1", "positive", "good film"], ["2", "negative", "dull, slow"]])
   source = tsv.TsvDataSource({"train": path}, ["text"], LABELS, "label")
-  assert source.num_input_examples("train") == 2
+  assert source.num_rows("train") == 2
   assert _rows(source, "train") == [{"text": b"good film", "label": b"positive"},
                                     {"text": b"dull, slow", "label": b"negative"}]
   with pytest.raises(ValueError, match="Unknown split 'test'"):
