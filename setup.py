@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "numpy>=2,<3",
     "msgpack>=1.0",
     "tqdm>=4.60",
+    "tensorboard>=2.19",  # the event-file writer behind tf.summary
 ]
 
 EXTRAS = {

@@ -1,19 +1,19 @@
-"""Metric functions in seqio's form: lists in, a dict of percentages out."""
+"""Metric functions in seqio's form: lists in, a dict of fractions in [0, 1] out."""
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 
 def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
-  """{"accuracy": % of predictions equal to their target}."""
+  """{"accuracy": the fraction of predictions equal to their target}."""
   if len(targets) != len(predictions):
     raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions.")
   hits = [t == p for t, p in zip(targets, predictions)]
-  return {"accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}
+  return {"accuracy": float(np.mean(hits)) if hits else 0.0}
 
 
 def macro_f1(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
-  """{"macro_f1": % F1 averaged over every class seen in targets or predictions}.
+  """{"macro_f1": F1 averaged over every class seen in targets or predictions}.
 
   A prediction outside the target classes counts as a class of its own with F1
   0, as scikit-learn's `f1_score(average="macro")` does.
@@ -26,7 +26,7 @@ def macro_f1(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, fl
     tp = sum(t == c and p == c for t, p in zip(targets, predictions))
     wrong = sum((t == c) != (p == c) for t, p in zip(targets, predictions))
     scores.append(2 * tp / (2 * tp + wrong))
-  return {"macro_f1": 100.0 * float(np.mean(scores)) if scores else 0.0}
+  return {"macro_f1": float(np.mean(scores)) if scores else 0.0}
 
 
 def rank_classification_target(target: str,

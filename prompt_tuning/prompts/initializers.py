@@ -144,3 +144,13 @@ def from_file(path: str = gin.REQUIRED) -> PromptInit:
 def _default_vocabulary():
   from prompt_tuning.data.vocab import get_vocabulary
   return get_vocabulary()
+
+
+@gin.configurable
+def prompt_file_length(path: str = gin.REQUIRED) -> int:
+  """The length of the prompt saved in `path`, so `PROMPT_LENGTH` follows the file."""
+  from prompt_tuning.io.prompts import load_prompt_npy
+  prompt = load_prompt_npy(path)
+  if prompt.ndim != 2:
+    raise ValueError(f"prompt file {path} has shape {prompt.shape}; a prompt is [length, embed]")
+  return int(prompt.shape[0])

@@ -1,0 +1,20 @@
+"""Files shipped with the package: the SentencePiece vocabulary and embedded models."""
+import pathlib
+
+import gin
+
+ASSETS_DIR = pathlib.Path(__file__).resolve().parent
+EMBEDDED_MODELS = ("t5_lm_adapted", "t5_span_corruption")
+
+
+@gin.configurable
+def embedded_model_path(name: str = "t5_lm_adapted") -> str:
+  """The directory of an embedded model (Hugging Face layout) shipped in the package."""
+  if name not in EMBEDDED_MODELS:
+    raise ValueError(f"unknown embedded model {name!r}; choose one of {EMBEDDED_MODELS}")
+  path = ASSETS_DIR / name
+  if not (path / "config.json").is_file():
+    raise FileNotFoundError(
+        f"the embedded model {name!r} is not in this installation ({path}); pass a model with "
+        "--gin.INITIAL_CHECKPOINT_PATH (scripts/make_tiny_model.py writes a small random one)")
+  return str(path)

@@ -1,0 +1,13 @@
+"""Imports every gin-configurable of the package, so gin files can name them."""
+import gin
+
+from prompt_tuning import data  # noqa: F401  (tsv_classification_task, tasks)
+from prompt_tuning.data import vocab as _vocab
+from prompt_tuning.models import config as _config
+from prompt_tuning.prompts import initializers  # noqa: F401
+from prompt_tuning.train import optimizers, partitioning, step, trainer  # noqa: F401
+from prompt_tuning import assets  # noqa: F401  (embedded_model_path)
+
+gin.external_configurable(_config.get_config, "get_config")
+gin.external_configurable(_vocab.get_vocabulary, "get_vocabulary")
+gin.external_configurable(data.task_vocabulary, "task_vocabulary")

@@ -1,0 +1,111 @@
+"""Command lines like T5X's: `--gin_file=...` (repeatable), `--gin.NAME=VALUE`, errors in one line.
+
+Gin files are searched, in order, in `--gin_search_paths`, the working directory and
+the package (which holds `gin/` and `configs/`), so `--gin_file=configs/quickstart.gin`
+works from anywhere.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+from typing import Callable, Optional, Sequence
+
+import gin
+
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+
+USAGE = """usage: python -m {prog} --gin_file=FILE [--gin_file=FILE ...] [--gin.NAME=VALUE ...]
+                 [--gin_bindings=BINDING ...] [--gin_search_paths=DIR[,DIR...]]
+
+  --gin_file          a gin file; searched in --gin_search_paths, the working directory
+                      and the package's gin/ and configs/ folders
+  --gin.NAME=VALUE    bind a gin parameter or macro, e.g. --gin.MODEL_DIR="'/tmp/run'"
+  --gin_bindings      a binding in gin syntax, e.g. --gin_bindings="TRAIN_STEPS = 100"
+  --gin_search_paths  extra directories to search for gin files, comma separated
+"""
+
+
+class UsageError(ValueError):
+  pass
+
+
+def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+  """argv → (gin files, bindings, search paths). Accepts `--flag=value` and `--flag value`."""
+  files, bindings, paths = [], [], []
+  args = list(argv)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if not arg.startswith("--"):
+      raise UsageError(f"unexpected argument {arg!r}")
+    if "=" in arg:
+      name, value = arg[2:].split("=", 1)
+    else:
+      if i + 1 >= len(args):
+        raise UsageError(f"{arg} needs a value")
+      name, value = arg[2:], args[i + 1]
+      i += 1
+    i += 1
+    if name == "gin_file":
+      files.append(value)
+    elif name == "gin_bindings":
+      bindings.append(value)
+    elif name == "gin_search_paths":
+      paths.extend(p for p in value.split(",") if p)
+    elif name.startswith("gin."):
+      bindings.append(f"{name[4:]} = {value}")
+    else:
+      raise UsageError(f"unknown flag --{name}")
+  return files, bindings, paths
+
+
+def search_path(extra: Sequence[str]) -> list[str]:
+  return [os.path.abspath(p) for p in extra] + [os.getcwd(), str(PACKAGE_DIR)]
+
+
+def configure(files: Sequence[str], bindings: Sequence[str], extra_paths: Sequence[str]) -> None:
+  """Parses gin files and bindings, with file-not-found and binding errors made plain."""
+  import prompt_tuning.configurables  # noqa: F401  (registers every configurable)
+  paths = search_path(extra_paths)
+  gin.clear_config()
+  for path in paths:
+    gin.add_config_file_search_path(path)
+  for f in files:
+    if not os.path.isabs(f) and not any(os.path.isfile(os.path.join(p, f)) for p in paths):
+      raise UsageError(f"gin file {f!r} not found; searched: {', '.join(paths)}")
+    if os.path.isabs(f) and not os.path.isfile(f):
+      raise UsageError(f"gin file {f} does not exist")
+  try:
+    gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=True)
+  except (ValueError, SyntaxError, IOError, KeyError) as e:
+    message = str(e).strip().splitlines()
+    raise UsageError("bad gin configuration: " + " | ".join(m for m in message if m)) from None
+
+
+def run(main: Callable[[], object], argv: Optional[Sequence[str]] = None,
+        prog: str = "prompt_tuning.train") -> int:
+  """Configures gin from `argv`, runs `main()`, and turns known errors into one line."""
+  argv = sys.argv[1:] if argv is None else argv
+  if any(a in ("-h", "--help") for a in argv):
+    print(USAGE.format(prog=prog))
+    return 0
+  from prompt_tuning.io import CheckpointError
+  from prompt_tuning.train.trainer import TrainingError
+  try:
+    files, bindings, paths = parse_flags(argv)
+    if not files and not bindings:
+      raise UsageError("give at least one --gin_file")
+    configure(files, bindings, paths)
+    main()
+  except UsageError as e:
+    print(f"error: {e}\n\n{USAGE.format(prog=prog)}", file=sys.stderr)
+    return 2
+  except (CheckpointError, TrainingError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("interrupted; rerun the same command to continue from the last checkpoint",
+          file=sys.stderr)
+    return 130
+  return 0

@@ -1,0 +1,266 @@
+"""The train loop, one readable function, and the set-up it shares with eval and infer.
+
+    python -m prompt_tuning.train --gin_file=configs/quickstart.gin \
+        --gin.MODEL_DIR="'/tmp/run'"
+
+Resumable bit for bit: the data pipeline is deterministic given the seed and restarts
+at the checkpoint's batch position, dropout keys derive from (seed, step), and the
+checkpoint holds the exact trainable parameters and optimiser state.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+import optax
+import seqio
+
+from prompt_tuning.models import T5Config, get_config, load_pretrained
+from prompt_tuning.models.network import T5
+from prompt_tuning.prompts import check_prompt_budget, init_prompt_params, prompted_t5
+from prompt_tuning.prompts.initializers import PromptInit
+from prompt_tuning.train import checkpoints, optimizers, partitioning
+from prompt_tuning.train import step as step_lib
+from prompt_tuning.train.metrics import MetricsLogger
+from prompt_tuning.train.state import EVERYTHING, PROMPT_ONLY, split_params, unbox
+
+TaskLike = Union[str, seqio.Task, seqio.Mixture]
+
+
+class TrainingError(RuntimeError):
+  """A run that must stop: a non-finite loss, a checkpoint that does not fit."""
+
+
+def task_name(mixture_or_task: TaskLike) -> str:
+  if isinstance(mixture_or_task, (seqio.Task, seqio.Mixture)):
+    return mixture_or_task.name
+  import prompt_tuning.data  # noqa: F401  (registers the tasks)
+  return mixture_or_task
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What to train: the base model, and either a prompt or the whole model.
+
+  `initial_checkpoint_path` names a Hugging Face, T5X or our own checkpoint; without
+  one the model starts from random weights of `preset` (pretraining from scratch).
+  """
+  initial_checkpoint_path: Optional[str] = None
+  preset: Optional[str] = None
+  mode: str = "prompt"  # "prompt": train the prompt alone; "full": train every weight
+  prompt_length: int = 100
+  prompt_init: Optional[PromptInit] = None
+  prompt_placement: str = "prefix"
+  dropout_rate: Optional[float] = None  # None keeps the checkpoint's
+  dtype: Optional[str] = None
+
+  def __post_init__(self):
+    if self.mode not in ("prompt", "full"):
+      raise ValueError(f"ModelSpec.mode must be 'prompt' or 'full', got {self.mode!r}")
+    if self.mode == "prompt" and not self.initial_checkpoint_path:
+      raise ValueError("prompt tuning needs a pretrained model: set INITIAL_CHECKPOINT_PATH")
+    if not self.initial_checkpoint_path and not self.preset:
+      raise ValueError("set INITIAL_CHECKPOINT_PATH, or a model preset to start from scratch")
+
+  @property
+  def trainable(self) -> Sequence[str]:
+    return PROMPT_ONLY if self.mode == "prompt" else EVERYTHING
+
+
+def load_base_model(spec: ModelSpec, seed: int = 0) -> tuple[T5Config, Any]:
+  """The base model's config and host parameters, from a checkpoint or a random init."""
+  if spec.initial_checkpoint_path:
+    path = os.path.expanduser(spec.initial_checkpoint_path)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path} does not exist")
+    config, params = load_pretrained(path)
+  else:
+    config = get_config(spec.preset)
+    params = None
+  overrides = {k: v for k, v in (("dropout_rate", spec.dropout_rate), ("dtype", spec.dtype))
+               if v is not None}
+  config = config.replace(**overrides)
+  if params is None:
+    params = jax.device_get(unbox(jax.jit(T5(config).init_params)(jax.random.PRNGKey(seed))))
+  return config, params
+
+
+def build_model(config: T5Config, spec: ModelSpec) -> T5:
+  if spec.mode == "prompt":
+    return prompted_t5(config, spec.prompt_length, spec.prompt_init, spec.prompt_placement)
+  return T5(config)
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything a loop needs, placed on the mesh."""
+  config: T5Config
+  model: T5
+  program: step_lib.TrainProgram
+  state: Any
+  frozen: Any
+  checkpointer: checkpoints.Checkpointer
+  data_position: int
+
+
+def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformation,
+           mesh_shape: Sequence[int], batch_size: int, input_length: int,
+           loss_config: step_lib.LossConfig, learning_rate: Optional[Callable] = None,
+           seed: int = 0, keep_checkpoints: int = 3, restore_step: Optional[int] = None,
+           max_encoder_length: Optional[int] = None, restore: bool = True) -> Run:
+  """Loads the base model, builds the step and restores a checkpoint (the latest by default).
+
+  With `restore=False` the trainable part keeps its initialisation (e.g. a prompt read
+  from PROMPT_FILE) and nothing is written to `model_dir`.
+  """
+  config, base_params = load_base_model(spec, seed)
+  mesh = partitioning.make_mesh(mesh_shape)
+  partitioning.check_batch_size(batch_size, mesh)
+  if spec.mode == "prompt":
+    check_prompt_budget(spec.prompt_length, input_length, max_encoder_length)
+  model = build_model(config, spec)
+  program = step_lib.build(model, optimizer, mesh, step_lib.abstract_params(model),
+                           spec.trainable, loss_config, learning_rate, seed)
+  checkpointer = checkpoints.Checkpointer(model_dir, keep=keep_checkpoints) if restore else None
+  if restore:
+    checkpoints.save_model_config(model_dir, config, {"mode": spec.mode})
+  if spec.mode == "prompt":
+    frozen = base_params
+    trainable = unbox(init_prompt_params(model, base_params, jax.random.PRNGKey(seed + 1)))
+  else:
+    trainable, frozen = base_params, {}
+  state, frozen = program.init_state(trainable, frozen)
+  position = 0
+  step = None
+  if restore:
+    step = restore_step if restore_step is not None else checkpointer.latest_step()
+    if restore_step is None and step is None and not os.path.isdir(model_dir):
+      os.makedirs(model_dir, exist_ok=True)
+  if step is not None:
+    abstract = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+        program.state_shardings)
+    state, position = checkpointer.restore(abstract, step)
+    logging.info("restored step %d from %s", int(state.step), model_dir)
+  return Run(config, model, program, state, frozen, checkpointer, position)
+
+
+def _evaluators(run: Run, name: str, split: str, lengths: Mapping[str, int], batch_size: int,
+                num_examples: Optional[int]):
+  from prompt_tuning.train import evaluation
+  names = [name] + [n for n in [evaluation.rank_classification_name(name)] if n]
+  return [evaluation.Evaluator(run.model, n, split, lengths, batch_size,
+                               run.program.place_batch, run.program.context, num_examples)
+          for n in names]
+
+
+def evaluate_all(run: Run, evaluators, step: int, logger: Optional[MetricsLogger] = None):
+  params = step_lib.merge_params(run.frozen, run.state.params)
+  results = {}
+  for evaluator in evaluators:
+    results.update(evaluator.evaluate(params, step))
+  for key, value in sorted(results.items()):
+    print(f"{key}: {value:.4f}", flush=True)
+  if logger:
+    logger.write(step, {f"eval/{k}": v for k, v in results.items()})
+  return results
+
+
+@gin.configurable
+def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.REQUIRED,
+          task_feature_lengths: Mapping[str, int] = gin.REQUIRED, batch_size: int = 32,
+          train_steps: int = gin.REQUIRED, checkpoint_period: int = 100,
+          eval_period: Optional[int] = 100, eval_split: str = "validation",
+          eval_examples: Optional[int] = None, model: ModelSpec = gin.REQUIRED,
+          optimizer: Optional[optax.GradientTransformation] = None,
+          learning_rate: Optional[Callable] = None,
+          loss_config: step_lib.LossConfig = step_lib.LossConfig(),
+          mesh_shape: Sequence[int] = (-1, 1), seed: int = 0, pack: bool = False,
+          keep_checkpoints: int = 3, log_period: int = 10,
+          max_encoder_length: Optional[int] = None) -> dict[str, float]:
+  """Trains until the absolute step `train_steps`, resuming from `model_dir` if it can.
+
+  Returns the last evaluation's metrics (empty when evaluation is off).
+  """
+  name = task_name(mixture_or_task_name)
+  from prompt_tuning.data import get_dataset
+  optimizer = optimizer or optimizers.adafactor()
+  run = set_up(model_dir, model, optimizer, mesh_shape, batch_size,
+               task_feature_lengths["inputs"], loss_config, learning_rate, seed,
+               keep_checkpoints, max_encoder_length=max_encoder_length)
+  start = int(run.state.step)
+  write_gin_config(model_dir, "config.gin")
+  logger = MetricsLogger(model_dir, total_steps=train_steps, start_step=start)
+  evaluators = (_evaluators(run, name, eval_split, task_feature_lengths, batch_size,
+                            eval_examples) if eval_period else [])
+  if start >= train_steps:
+    print(f"{model_dir} is already at step {start} >= TRAIN_STEPS={train_steps}; "
+          "raise TRAIN_STEPS to continue", flush=True)
+    results = evaluate_all(run, evaluators, start, logger) if evaluators else {}
+    run.checkpointer.close()
+    return results
+
+  shard = seqio.ShardInfo(jax.process_index(), jax.process_count())
+  batches = get_dataset(name, "train", task_feature_lengths, batch_size // jax.process_count(),
+                        shuffle=True, seed=seed, pack=pack, shard_info=shard,
+                        start_batch=run.data_position).as_numpy_iterator()
+  tokens_per_batch = batch_size * (task_feature_lengths["inputs"]
+                                   + task_feature_lengths["targets"])
+  state, position, results = run.state, run.data_position, {}
+  last_saved = start
+  tick, tick_step = time.time(), start
+  try:
+    for step in range(start, train_steps):
+      batch = {k: v for k, v in next(batches).items() if k in step_lib.BATCH_KEYS
+               or k == "decoder_loss_weights"}
+      new_state, metrics = run.program.train_step(state, run.frozen,
+                                                  run.program.place_batch(batch))
+      position += 1
+      done = step + 1
+      save = done % checkpoint_period == 0 or done == train_steps
+      if save or done % log_period == 0 or done == start + 1:
+        metrics = jax.device_get(metrics)
+        if not math.isfinite(float(metrics["loss"])):
+          raise TrainingError(f"the loss is {float(metrics['loss'])} at step {done}; stopping. "
+                              f"The last good checkpoint is step {last_saved} in {model_dir}; "
+                              "lower the learning rate or check the data")
+        elapsed = max(time.time() - tick, 1e-9)
+        metrics["steps_per_sec"] = (done - tick_step) / elapsed
+        metrics["tokens_per_sec"] = metrics["steps_per_sec"] * tokens_per_batch
+        tick, tick_step = time.time(), done
+        logger.write(done, {f"train/{k}": float(v) for k, v in metrics.items()})
+      state = new_state
+      logger.progress(done)
+      if save:  # the loss of this step was checked above: never save a NaN state
+        run.checkpointer.save(done, state, position)
+        last_saved = done
+      if evaluators and (done % eval_period == 0 or done == train_steps):
+        run.state = state
+        results = evaluate_all(run, evaluators, done, logger)
+  finally:
+    run.checkpointer.wait_until_finished()
+    run.checkpointer.close()
+    logger.close()
+  write_gin_config(model_dir, "operative_config.gin", operative=True)
+  return results
+
+
+def write_gin_config(model_dir: str, name: str, operative: bool = False) -> None:
+  """The gin configuration of this run, next to its checkpoints (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  text = gin.operative_config_str() if operative else gin.config_str()
+  from prompt_tuning.io.files import atomic_file
+  with atomic_file(os.path.join(model_dir, name)) as f:
+    f.write(text.encode("utf-8"))
