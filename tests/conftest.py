@@ -1,13 +1,13 @@
 """Shared test set-up: an 8-device CPU platform so mesh tests can run in-process."""
 import os
-import pathlib
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
+from repo_paths import REPO_ROOT, SHARED_REFERENCE  # noqa: E402,F401
 
 import pytest  # noqa: E402
 

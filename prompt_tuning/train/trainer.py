@@ -249,9 +249,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
         run.state = state
         results = evaluate_all(run, evaluators, done, logger)
   finally:
-    run.checkpointer.wait_until_finished()
-    run.checkpointer.close()
     logger.close()
+    run.checkpointer.close()  # waits for the last async save; raises if it failed
   write_gin_config(model_dir, "operative_config.gin", operative=True)
   return results
 

@@ -4,7 +4,7 @@ import pathlib
 import random
 
 # The repository's neighbour folder of reference files (see tests/conftest.py).
-SHARED_REFERENCE = pathlib.Path(__file__).resolve().parents[3] / "shared" / "reference"
+from repo_paths import SHARED_REFERENCE  # noqa: E402
 T5_SPM = SHARED_REFERENCE / "t5_sentencepiece.model"
 
 WORDS = ("the quick brown fox jumps over a lazy dog while this movie was great "

@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from conftest import SHARED_REFERENCE
+from repo_paths import SHARED_REFERENCE
 from io_testing import assert_trees_equal
 from prompt_tuning.io import CheckpointError, load_pretrained, read_t5x_checkpoint, t5x
 from prompt_tuning.io.params import expected_shapes, flatten, unflatten
