@@ -27,7 +27,8 @@ def evaluate(mixture_or_task_name=gin.REQUIRED, task_feature_lengths: Mapping[st
   name = trainer.task_name(mixture_or_task_name)
   run = trainer.set_up(model_dir or "", model, optimizers.adafactor(), mesh_shape, batch_size,
                        task_feature_lengths["inputs"], LossConfig(enable_dropout=False),
-                       restore_step=checkpoint_step, restore=not prompt_file)
+                       restore_step=checkpoint_step, restore=not prompt_file,
+                       for_training=False)
   evaluators = trainer._evaluators(run, name, eval_split, task_feature_lengths, batch_size,
                                    eval_examples)
   results = trainer.evaluate_all(run, evaluators, int(run.state.step))

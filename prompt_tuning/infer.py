@@ -49,7 +49,8 @@ def infer(output_file: str = gin.REQUIRED, model=gin.REQUIRED,
                 for ex in ds.as_numpy_iterator()]
   examples = examples[:max_examples] if max_examples else examples
   run = trainer.set_up(model_dir or "", model, optimizers.adafactor(), mesh_shape, batch_size,
-                       in_len, LossConfig(enable_dropout=False), restore=not prompt_file)
+                       in_len, LossConfig(enable_dropout=False), restore=not prompt_file,
+                       for_training=False)
   params = merge_params(run.frozen, run.state.params)
   with atomic_file(output_file) as out:
     for start in range(0, len(examples), batch_size):

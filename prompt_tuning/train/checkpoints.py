@@ -453,3 +453,11 @@ def read_orbax_checkpoint(path) -> tuple[T5Config, dict[str, Any]]:
 
 register_format("prompt_tuning training run (MODEL_DIR with config.json and "
                 "checkpoints/<step>/)", is_model_dir, read_orbax_checkpoint)
+
+
+def check_params_fit(saved: Any, wanted: Any, where: str) -> None:
+  """Raises CheckpointError naming each parameter whose shape differs from the model's."""
+  problems = _shape_problems(_leaf_shapes(saved), _leaf_shapes(wanted), "parameter")
+  if problems:
+    raise CheckpointError(f"{where} does not fit this model: " + "; ".join(problems)
+                          + ". Use the settings it was trained with (e.g. PROMPT_LENGTH)")

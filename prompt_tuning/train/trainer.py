@@ -118,11 +118,14 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
            mesh_shape: Sequence[int], batch_size: int, input_length: int,
            loss_config: step_lib.LossConfig, learning_rate: Optional[Callable] = None,
            seed: int = 0, keep_checkpoints: int = 3, restore_step: Optional[int] = None,
-           max_encoder_length: Optional[int] = None, restore: bool = True) -> Run:
+           max_encoder_length: Optional[int] = None, restore: bool = True,
+           for_training: bool = True) -> Run:
   """Loads the base model, builds the step and restores a checkpoint (the latest by default).
 
   With `restore=False` the trainable part keeps its initialisation (e.g. a prompt read
-  from PROMPT_FILE) and nothing is written to `model_dir`.
+  from PROMPT_FILE) and nothing is read from or written to `model_dir`. With
+  `for_training=False` (eval, infer) only the trainable parameters are read back, so the
+  optimiser a run was trained with does not matter.
   """
   config, base_params = load_base_model(spec, seed)
   mesh = partitioning.make_mesh(mesh_shape)
@@ -132,27 +135,25 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
   model = build_model(config, spec)
   program = step_lib.build(model, optimizer, mesh, step_lib.abstract_params(model),
                            spec.trainable, loss_config, learning_rate, seed)
-  checkpointer = checkpoints.Checkpointer(model_dir, keep=keep_checkpoints) if restore else None
-  if restore:
-    checkpoints.save_model_config(model_dir, config, {"mode": spec.mode})
   if spec.mode == "prompt":
     frozen = base_params
     trainable = unbox(init_prompt_params(model, base_params, jax.random.PRNGKey(seed + 1)))
   else:
     trainable, frozen = base_params, {}
   state, frozen = program.init_state(trainable, frozen)
-  position = 0
-  step = None
-  if restore:
+  position, checkpointer = 0, None
+  if restore and for_training:
+    checkpointer = checkpoints.Checkpointer(model_dir, keep=keep_checkpoints)
+    checkpoints.save_model_config(model_dir, config, {"mode": spec.mode})
     step = restore_step if restore_step is not None else checkpointer.latest_step()
-    if restore_step is None and step is None and not os.path.isdir(model_dir):
-      os.makedirs(model_dir, exist_ok=True)
-  if step is not None:
-    abstract = jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
-        program.state_shardings)
-    state, position = checkpointer.restore(abstract, step)
-    logging.info("restored step %d from %s", int(state.step), model_dir)
+    if step is not None:
+      state, position = checkpointer.restore(checkpoints.abstract_state(program), step)
+      logging.info("restored step %d from %s", int(state.step), model_dir)
+  elif restore:
+    step, params = checkpoints.read_params(model_dir, restore_step)
+    checkpoints.check_params_fit(params, state.params, f"{model_dir} step {step}")
+    state = state.replace(step=jax.numpy.asarray(step, jax.numpy.int32),
+                          params=partitioning.place(params, program.state_shardings.params))
   return Run(config, model, program, state, frozen, checkpointer, position)
 
 
