@@ -28,7 +28,7 @@ def evaluate(mixture_or_task_name=gin.REQUIRED, task_feature_lengths: Mapping[st
   run = trainer.set_up(model_dir or "", model, optimizers.adafactor(), mesh_shape, batch_size,
                        task_feature_lengths["inputs"], LossConfig(enable_dropout=False),
                        restore_step=checkpoint_step, restore=not prompt_file,
-                       for_training=False)
+                       for_training=False, vocab_size=trainer.task_vocab_size(name))
   evaluators = trainer._evaluators(run, name, eval_split, task_feature_lengths, batch_size,
                                    eval_examples)
   results = trainer.evaluate_all(run, evaluators, int(run.state.step))

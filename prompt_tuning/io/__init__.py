@@ -51,8 +51,10 @@ def load_pretrained(path) -> tuple[T5Config, dict[str, Any]]:
   """Reads a pretrained T5 from a Hugging Face or T5X folder: `(T5Config, params)`.
 
   The tree is checked against the config before it is returned; any problem is a
-  `CheckpointError` that names the file or tensor at fault.
+  `CheckpointError` that names the file or tensor at fault. Our own full-model training
+  runs (pretraining, LM adaptation) load too.
   """
+  import prompt_tuning.train.checkpoints  # noqa: F401  (registers our format; io stays light)
   path = pathlib.Path(path)
   if not path.exists():
     raise CheckpointError(f"checkpoint path {path} does not exist")

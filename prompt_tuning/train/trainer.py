@@ -48,6 +48,12 @@ def task_name(mixture_or_task: TaskLike) -> str:
   return mixture_or_task
 
 
+def task_vocab_size(name: str) -> int:
+  """The number of ids (sentinels included) of a task's target vocabulary."""
+  from prompt_tuning.data.pipeline import _provider
+  return _provider(name).output_features["targets"].vocabulary.vocab_size
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -78,15 +84,26 @@ class ModelSpec:
     return PROMPT_ONLY if self.mode == "prompt" else EVERYTHING
 
 
-def load_base_model(spec: ModelSpec, seed: int = 0) -> tuple[T5Config, Any]:
-  """The base model's config and host parameters, from a checkpoint or a random init."""
+def load_base_model(spec: ModelSpec, seed: int = 0,
+                    vocab_size: Optional[int] = None) -> tuple[T5Config, Any]:
+  """The base model's config and host parameters, from a checkpoint or a random init.
+
+  `vocab_size` is the task vocabulary's: a model from scratch gets that many embedding
+  rows (rounded up to a multiple of 128), a checkpoint must have at least that many.
+  """
   if spec.initial_checkpoint_path:
     path = os.path.expanduser(spec.initial_checkpoint_path)
     if not os.path.exists(path):
       raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path} does not exist")
     config, params = load_pretrained(path)
+    if vocab_size is not None and vocab_size > config.vocab_size:
+      raise ValueError(f"the task's vocabulary has {vocab_size} ids but the model's embedding "
+                       f"has {config.vocab_size} rows; use the vocabulary the model was "
+                       "trained with (PROMPT_TUNING_VOCAB or the task's output features)")
   else:
     config = get_config(spec.preset)
+    if vocab_size is not None:
+      config = config.replace(vocab_size=-(-vocab_size // 128) * 128)
     params = None
   overrides = {k: v for k, v in (("dropout_rate", spec.dropout_rate), ("dtype", spec.dtype))
                if v is not None}
@@ -119,7 +136,7 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
            loss_config: step_lib.LossConfig, learning_rate: Optional[Callable] = None,
            seed: int = 0, keep_checkpoints: int = 3, restore_step: Optional[int] = None,
            max_encoder_length: Optional[int] = None, restore: bool = True,
-           for_training: bool = True) -> Run:
+           for_training: bool = True, vocab_size: Optional[int] = None) -> Run:
   """Loads the base model, builds the step and restores a checkpoint (the latest by default).
 
   With `restore=False` the trainable part keeps its initialisation (e.g. a prompt read
@@ -127,7 +144,7 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
   `for_training=False` (eval, infer) only the trainable parameters are read back, so the
   optimiser a run was trained with does not matter.
   """
-  config, base_params = load_base_model(spec, seed)
+  config, base_params = load_base_model(spec, seed, vocab_size)
   mesh = partitioning.make_mesh(mesh_shape)
   partitioning.check_batch_size(batch_size, mesh)
   if spec.mode == "prompt":
@@ -199,7 +216,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
   optimizer = optimizer or optimizers.adafactor()
   run = set_up(model_dir, model, optimizer, mesh_shape, batch_size,
                task_feature_lengths["inputs"], loss_config, learning_rate, seed,
-               keep_checkpoints, max_encoder_length=max_encoder_length)
+               keep_checkpoints, max_encoder_length=max_encoder_length,
+               vocab_size=task_vocab_size(name))
   start = int(run.state.step)
   write_gin_config(model_dir, "config.gin")
   logger = MetricsLogger(model_dir, total_steps=train_steps, start_step=start)

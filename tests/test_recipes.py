@@ -1,0 +1,69 @@
+"""The shipped recipes run as written: quickstart, pretraining, then LM adaptation.
+
+They read the real offline corpora (prepared once into the cache, see
+`scripts/prepare_data.py`) and run a handful of steps of a tiny model.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from prompt_tuning.data import corpora
+from prompt_tuning.models import load_pretrained
+from prompt_tuning.scripts.make_random_model import write_random_model
+from test_workflow import _run
+
+
+@pytest.fixture(scope="module")
+def prepared():
+  corpora.prepare(["rotten_tomatoes", "prose"], verbose=False)
+
+
+def test_quickstart_recipe(prepared, tmp_path):
+  model = write_random_model(str(tmp_path / "model"), "tiny")
+  model_dir = tmp_path / "run"
+  out = _run("prompt_tuning.train", [
+      "--gin_file=configs/quickstart.gin", f"--gin.MODEL_DIR='{model_dir}'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{model}'", "--gin.TRAIN_STEPS=6",
+      "--gin.EVAL_PERIOD=6", "--gin.CHECKPOINT_PERIOD=3"]).stdout
+  line = [l for l in out.splitlines()
+          if l.startswith("rotten_tomatoes_rank_classification/accuracy: ")]
+  assert len(line) == 1
+  accuracy = float(line[0].split(": ")[1])
+  # Two labels, 1278 validation snippets: any accuracy is a fraction of them.
+  assert 0.0 < accuracy < 1.0
+  assert (model_dir / "prompts" / "step_6.npy").is_file()
+  assert np.load(model_dir / "prompts" / "step_6.npy").shape == (20, 32)
+
+
+def test_quickstart_without_an_embedded_model_says_what_to_do(tmp_path):
+  import prompt_tuning.assets as assets
+  if (assets.ASSETS_DIR / "t5_lm_adapted" / "config.json").is_file():
+    pytest.skip("the embedded model is installed")
+  result = _run("prompt_tuning.train", ["--gin_file=configs/quickstart.gin",
+                                        f"--gin.MODEL_DIR='{tmp_path / 'run'}'"], check=False)
+  assert result.returncode == 1
+  assert "--gin.INITIAL_CHECKPOINT_PATH" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_pretrain_then_lm_adaptation(prepared, tmp_path):
+  pretrain, adapted = tmp_path / "pretrain", tmp_path / "adapted"
+  small = ["--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=2"]
+  _run("prompt_tuning.train", [
+      "--gin_file=configs/pretrain.gin", "--gin_file=gin/models/tiny.gin",
+      f"--gin.MODEL_DIR='{pretrain}'", "--gin.TRAIN_STEPS=4",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", *small])
+  config, pretrained = load_pretrained(str(pretrain))
+  assert config.vocab_size == 8192  # the package vocabulary's 8100 ids, rounded up
+  _run("prompt_tuning.train", [
+      "--gin_file=configs/lm_adaptation.gin", f"--gin.MODEL_DIR='{adapted}'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{pretrain}'", "--gin.TRAIN_STEPS=2",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}", *small])
+  config2, adapted_params = load_pretrained(str(adapted))
+  assert config2 == config
+  before = pretrained["encoder"]["layers_0"]["mlp"]["wo"]["kernel"]
+  after = adapted_params["encoder"]["layers_0"]["mlp"]["wo"]["kernel"]
+  assert before.shape == after.shape and not np.array_equal(before, after)
+  records = [json.loads(l) for l in (adapted / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
