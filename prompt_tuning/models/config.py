@@ -109,6 +109,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                         num_encoder_layers=2, num_decoder_layers=2,
                         mlp_activations=("gelu", "linear"), logits_via_embedding=False,
                         relative_attention_num_buckets=4),
+    # The embedded default's size: about 6M parameters with an 8k vocabulary, so the
+    # span-corruption and LM-adapted checkpoints fit in 30 MB together in bfloat16.
+    "t5_1_1_mini": dict(vocab_size=8192, emb_dim=192, num_heads=3, head_dim=64, mlp_dim=512,
+                        num_encoder_layers=3, num_decoder_layers=3,
+                        mlp_activations=("gelu", "linear"), logits_via_embedding=False),
     "tiny": dict(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
                  num_encoder_layers=2, num_decoder_layers=2,
                  mlp_activations=("gelu", "linear"), logits_via_embedding=False),
