@@ -25,6 +25,15 @@ from prompt_tuning.models.config import T5Config
 Array = jax.Array
 
 
+def _mlp_sublayer(cfg: T5Config, x: Array, deterministic: bool, drop) -> Array:
+  """`x + dropout(mlp(norm(x)))`, the last sublayer of both stacks (inside a compact call)."""
+  dtype = cfg.activation_dtype
+  y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
+  y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype,
+                      name="mlp")(y, deterministic)
+  return layers.constrain(x + drop(y), ("batch", "length", "embed"))
+
+
 class EncoderLayer(nn.Module):
   config: T5Config
 
@@ -38,11 +47,7 @@ class EncoderLayer(nn.Module):
                                   cfg.float32_attention_logits, name="attention")(
                                       y, y, bias, deterministic)
     x = x + drop(y)
-    y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
-    y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype,
-                        name="mlp")(y, deterministic)
-    x = x + drop(y)
-    return layers.constrain(x, ("batch", "length", "embed"))
+    return _mlp_sublayer(cfg, x, deterministic, drop)
 
 
 class DecoderLayer(nn.Module):
@@ -66,11 +71,7 @@ class DecoderLayer(nn.Module):
     y = attention("encoder_decoder_attention", True)(y, encoded, cross_bias, deterministic,
                                                      decode, decode_position)
     x = x + drop(y)
-    y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
-    y = layers.MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dropout_rate, dtype,
-                        name="mlp")(y, deterministic)
-    x = x + drop(y)
-    return layers.constrain(x, ("batch", "length", "embed"))
+    return _mlp_sublayer(cfg, x, deterministic, drop)
 
 
 def _maybe_remat(cls, config: T5Config, static_argnums):

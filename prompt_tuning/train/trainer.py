@@ -10,18 +10,14 @@ checkpoint holds the exact trainable parameters and optimiser state.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import sys
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-import flax.linen as nn
 import gin
 import jax
-import numpy as np
 import optax
 import seqio
 
@@ -32,7 +28,7 @@ from prompt_tuning.prompts.initializers import PromptInit
 from prompt_tuning.train import checkpoints, optimizers, partitioning
 from prompt_tuning.train import step as step_lib
 from prompt_tuning.train.metrics import MetricsLogger
-from prompt_tuning.train.state import EVERYTHING, PROMPT_ONLY, split_params, unbox
+from prompt_tuning.train.state import EVERYTHING, PROMPT_ONLY, unbox
 
 TaskLike = Union[str, seqio.Task, seqio.Mixture]
 

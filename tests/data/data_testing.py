@@ -1,6 +1,5 @@
 """Helpers shared by the data tests: words to make text from, TSV writing, references."""
 import os
-import pathlib
 import random
 
 # The repository's neighbour folder of reference files (see tests/conftest.py).
