@@ -141,3 +141,17 @@ def test_prompt_longer_than_the_encoder_budget_is_refused():
     check_prompt_budget(500, 128, 512)
   with pytest.raises(ValueError, match="PROMPT_LENGTH must be positive"):
     check_prompt_budget(0, 128)
+
+
+def test_token_losses_mask_padding_and_match_the_log_likelihood(setup):
+  _, config, params, prompt = setup
+  model = prompted_t5(config, 3, from_array(prompt))
+  variables = {"params": {**params, "encoder_prompt": {"prompt": jnp.asarray(prompt)}}}
+  loss, z, weights = model.apply(variables, jnp.asarray(ENC), jnp.asarray(DEC),
+                                 jnp.asarray(TGT), method=T5.token_losses)
+  np.testing.assert_array_equal(np.asarray(weights), (TGT > 0).astype(np.float32))
+  assert np.all(np.asarray(loss)[TGT == 0] == 0) and np.all(np.asarray(z) == 0)
+  score = model.apply(variables, jnp.asarray(ENC), jnp.asarray(DEC), jnp.asarray(TGT),
+                      method=T5.target_log_likelihood)
+  # Without smoothing or z-loss the per-token loss is -log p(target): they must agree.
+  np.testing.assert_allclose(-np.asarray(loss).sum(1), np.asarray(score), rtol=1e-5)
