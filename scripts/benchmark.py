@@ -590,7 +590,8 @@ def summarize(args, shape, sides, first, step_s, extra, memory, decode, run_info
       "budget_s": args.budget_s,
       "dropout": "off on both sides", "ours_optimizer": "optax Adafactor (factored)",
       "torch_optimizer": "torch.optim.AdamW", "torch_threads": run_info["threads"],
-      "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", args.torch_wait_policy),
+      "torch_omp_wait_policy": (os.environ.get("OMP_WAIT_POLICY") or args.torch_wait_policy
+                                or "OpenMP default"),
       "xla_flags": args.xla_flags}
   report["machine"] = {
       "cpu": platform.processor() or platform.machine(), "cores": run_info["threads"],
@@ -686,10 +687,11 @@ def main(argv=None) -> int:
                            "--wait_load (a shared machine)")
   parser.add_argument("--wait_load", type=float, default=0.5)
   parser.add_argument("--gap", type=float, default=0.2, help="idle seconds before each sample")
-  parser.add_argument("--torch_wait_policy", default="PASSIVE",
+  parser.add_argument("--torch_wait_policy", default="",
                       help="OMP_WAIT_POLICY of the torch workers unless already set; '' keeps "
-                           "OpenMP's spinning default, which collapses when other processes "
-                           "share the cores")
+                           "OpenMP's spinning default (fastest on an idle machine). Use PASSIVE "
+                           "when other processes share the cores: spinning torch then slows "
+                           "down by 5-80x")
   parser.add_argument("--xla_flags", default="", help="extra XLA_FLAGS for our workers")
   parser.add_argument("--json", default=None, help="write the report here")
   parser.add_argument("--markdown", default=None, help="write the tables here too")
