@@ -17,12 +17,12 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from statistics import median
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -59,6 +59,13 @@ def _rss_mb() -> dict:
   return {"peak_rss_mb": peak, "rss_mb": now}
 
 
+def _memory(rss_after_imports, device_peak_bytes=None) -> dict:
+  out = {"rss_after_imports_mb": rss_after_imports, **_rss_mb()}
+  if device_peak_bytes is not None:
+    out["device_peak_mb"] = device_peak_bytes / 2**20
+  return out
+
+
 def _batch(spec, vocab):
   """The same random `(inputs [batch, length], targets [batch, targets])` on every side."""
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -70,8 +77,13 @@ def _batch(spec, vocab):
 # --------------------------------------------------------------------------- JAX workers
 
 
-def _random_params(abstract):
-  """Random weights from numpy (no XLA compile): N(0, 1/fan_in) kernels, unit norms."""
+def _random_params(abstract, head_dim):
+  """Random weights from numpy (no XLA compile), scaled as T5 initialises them.
+
+  Kernels N(0, 1/fan_in), with the query's also divided by sqrt(head_dim) (T5 folds the
+  attention scaling into it; without it attention is near one-hot and greedy decoding
+  turns chaotic); embeddings N(0, 1); norms 1.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
@@ -81,6 +93,8 @@ def _random_params(abstract):
     if len(leaf.shape) == 1:
       return np.ones(leaf.shape, np.float32)
     scale = 0.5 if "prompt" in name else 1.0 if "embedding" in name else leaf.shape[0] ** -0.5
+    if "'query'" in name:
+      scale /= head_dim ** 0.5
     return (rng.standard_normal(leaf.shape, np.float32) * scale).astype(leaf.dtype)
   return jax.tree_util.tree_map_with_path(draw, abstract)
 
@@ -109,7 +123,8 @@ class JaxTrain:
     loss = step_lib.LossConfig(enable_dropout=False)
     abstract = step_lib.abstract_params(self.model)
     trainable = PROMPT_ONLY if spec["prompt"] else EVERYTHING
-    train, frozen = split_params(_random_params(nn.meta.unbox(abstract)), trainable)
+    train, frozen = split_params(_random_params(nn.meta.unbox(abstract), cfg.head_dim),
+                                  trainable)
     if spec["prompt"]:
       self.prompt0 = train["encoder_prompt"]["prompt"]
     # Adafactor as each method uses it: the paper's settings for the prompt, T5's 1e-3 else.
@@ -146,11 +161,8 @@ class JaxTrain:
     return {"seconds": seconds, "loss": float(metrics["loss"])}
 
   def memory(self, _):
-    out = {"rss_after_imports_mb": self.rss_after_imports, **_rss_mb()}
     stats = self.jax.devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-      out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
-    return out
+    return _memory(self.rss_after_imports, stats.get("peak_bytes_in_use"))
 
   def decode_setup(self, msg):
     """Compiles greedy decoding with the initial prompt; writes the model for transformers."""
@@ -222,7 +234,7 @@ class TorchTrain:
     import torch
     import transformers
     if spec["prompt"]:
-      import peft  # pylint: disable=unused-import
+      import peft  # noqa: F401  (counted in the RSS after imports)
     self.torch, self.spec = torch, spec
     self.rss_after_imports = _rss_mb()["peak_rss_mb"]
     torch.set_num_threads(spec["threads"])
@@ -273,10 +285,8 @@ class TorchTrain:
     return {"seconds": (time.perf_counter() - t0) / msg["steps"], "loss": float(loss)}
 
   def memory(self, _):
-    out = {"rss_after_imports_mb": self.rss_after_imports, **_rss_mb()}
-    if self.device == "cuda":
-      out["device_peak_mb"] = self.torch.cuda.max_memory_allocated() / 2**20
-    return out
+    cuda = self.device == "cuda"
+    return _memory(self.rss_after_imports, self.torch.cuda.max_memory_allocated() if cuda else None)
 
   def decode_setup(self, msg):
     """Loads our model and prompt into transformers + PEFT; one cached greedy decode."""
@@ -410,13 +420,9 @@ def _env(framework, args):
   return env
 
 
-def _median(xs):
-  return statistics.median(xs)
-
-
 def _paired(a, b):
   """Median over rounds of a[i] / b[i]: each pair was measured back to back."""
-  return _median([x / y for x, y in zip(a, b)])
+  return median([x / y for x, y in zip(a, b)])
 
 
 def _alternate(workers, names, rounds, cmd, gap, deadline=None, **kwargs):
@@ -449,10 +455,8 @@ def wait_quiet(max_load, timeout_s):
 
 
 def run(args) -> dict:
-  import jax  # the coordinator only reads configs; it never runs a computation
-  from prompt_tuning.io.hf import hf_config_dict
+  from prompt_tuning.io.hf import hf_config_dict  # configs only: no computation here
   from prompt_tuning.models import get_config
-  del jax
   preset, batch, inputs, prompt, targets, new_tokens, matmul_n = SHAPES[args.shape]
   dtype = "bfloat16" if args.device == "gpu" else "float32"
   cfg = get_config(preset, dropout_rate=0.0)
@@ -523,16 +527,14 @@ def _device_peak(args, kind):
 
 def summarize(args, shape, sides, first, step_s, extra, memory, decode, run_info) -> dict:
   """The JSON report: medians, paired ratios, goals."""
-  b, inputs, prompt, targets = shape["batch"], shape["inputs"], shape["prompt"], shape["targets"]
+  b = shape["batch"]
   # Tokens a step learns from: the examples' input and target tokens (prompt rows not counted).
-  tokens = {"prompt": b * (inputs + targets), "peft": b * (inputs + targets),
-            "full": b * (inputs + targets), "hf_full": b * (inputs + targets),
-            "full_long": b * (inputs + prompt + targets),
-            "hf_full_long": b * (inputs + prompt + targets)}
-  med = {name: _median(step_s[name]) for name in sides}
+  tokens = {n: b * (shape["inputs"] + shape["targets"] + (shape["prompt"] if SIDES[n][2] else 0))
+            for n in sides}
+  med = {name: median(step_s[name]) for name in sides}
   ratio = lambda a, c: _paired(step_s[a], step_s[c]) if a in med and c in med else None
   inverse = lambda x: None if x is None else 1.0 / x
-  matmul = _median([r["flops_per_s"] for r in extra["matmul"]])
+  matmul = median([r["flops_per_s"] for r in extra["matmul"]])
   report = {
       "prompt_over_full_step_time": ratio("prompt", "full_long"),
       "prompt_over_full_same_task": ratio("prompt", "full"),
@@ -556,7 +558,7 @@ def summarize(args, shape, sides, first, step_s, extra, memory, decode, run_info
   if "prompt" in med:
     flops = first["prompt"]["flops"]
     report["achieved_flops_per_s"] = flops / med["prompt"]
-    report["flops_utilization"] = _median(
+    report["flops_utilization"] = median(
         [flops / s / r["flops_per_s"] for s, r in zip(step_s["prompt"], extra["matmul"])])
     if "full_long" in report["step_flops"]:
       report["prompt_over_full_flops"] = flops / report["step_flops"]["full_long"]
@@ -567,7 +569,7 @@ def summarize(args, shape, sides, first, step_s, extra, memory, decode, run_info
              for x, y in zip(r1, r2)]
     report.update({
         "decode_tokens_per_s_over_hf": 1.0 / _paired(ours, hf),
-        "decode_tokens_per_s": {"ours": n_new / _median(ours), "hf": n_new / _median(hf)},
+        "decode_tokens_per_s": {"ours": n_new / median(ours), "hf": n_new / median(hf)},
         "time_to_first_decode_s": {"ours": decode["ours_first"]["first_decode_s"],
                                    "hf": decode["hf_first"]["first_decode_s"]},
         "decode_tokens_agree": sum(agree) / len(agree),
@@ -588,6 +590,7 @@ def summarize(args, shape, sides, first, step_s, extra, memory, decode, run_info
       "steps_per_sample": args.steps, "warmup_rounds": args.warmup,
       "decode_rounds": len(decode["seconds"]["prompt"]) if decode else 0,
       "budget_s": args.budget_s,
+      "weights": "random (numpy, T5's init scales), the same on both sides for decoding",
       "dropout": "off on both sides", "ours_optimizer": "optax Adafactor (factored)",
       "torch_optimizer": "torch.optim.AdamW", "torch_threads": run_info["threads"],
       "torch_omp_wait_policy": (os.environ.get("OMP_WAIT_POLICY") or args.torch_wait_policy
@@ -645,10 +648,9 @@ def markdown(r: dict) -> str:
       lines.append(f"| {label} | {_fmt(table[a])} | {_fmt(table[b])} | "
                    f"**{_fmt(r[key])}**{mark(key)} |")
   if "decode_tokens_per_s" in r:
-    d = r["decode_tokens_per_s"]
+    d, key = r["decode_tokens_per_s"], "decode_tokens_per_s_over_hf"
     lines.append(f"| Cached greedy decoding: ours / transformers + PEFT (new tokens/s) | "
-                 f"{_fmt(d['ours'])} | {_fmt(d['hf'])} | **{_fmt(r['decode_tokens_per_s_over_hf'])}**"
-                 f"{mark('decode_tokens_per_s_over_hf')} |")
+                 f"{_fmt(d['ours'])} | {_fmt(d['hf'])} | **{_fmt(r[key])}**{mark(key)} |")
   if "flops_utilization" in r:
     lines.append(f"| Prompt step FLOP/s (XLA count) / {r['shape']['dtype']} matmul FLOP/s "
                  f"(GFLOP/s) | {_fmt(r['achieved_flops_per_s'] / 1e9)} | "
