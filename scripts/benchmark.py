@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -511,6 +512,7 @@ def run(args) -> dict:
   finally:
     for w in workers.values():
       w.close()
+    shutil.rmtree(os.path.join(log_dir, "model"), ignore_errors=True)  # keep only the logs
   shape = dict(preset=preset, batch=batch, inputs=inputs, prompt=prompt, targets=targets,
                new_tokens=new_tokens, dtype=dtype)
   return summarize(args, shape, sides, first, step_s, extra, memory, decode, dict(
