@@ -63,8 +63,9 @@ def infer(output_file: str = gin.REQUIRED, model=gin.REQUIRED,
       with run.program.context():
         predicted, _ = decoding.generate(run.model, params, batch["encoder_input_tokens"],
                                          max_decode_length=out_len)
+      predicted = np.asarray(jax.device_get(predicted))  # one transfer per batch
       for row, ex in enumerate(chunk):
-        ids = np.asarray(jax.device_get(predicted))[row].tolist()
+        ids = predicted[row].tolist()
         ids = ids[:ids.index(1)] if 1 in ids else ids
         record = {"index": start + row, "inputs": ex["inputs"],
                   "prediction": vocab.decode([i for i in ids if i > 0])}
