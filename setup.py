@@ -23,7 +23,8 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # torch 2.13.0 resolves to the CPU build shipped on the machine; transformers is the
     # independent PyTorch reference our numerics are tested against.
-    "test": ["pytest>=8", "torch==2.13.0", "transformers>=5,<6", "peft>=0.17", "psutil>=5"],
+    "test": ["pytest>=8", "torch==2.13.0", "transformers>=5,<6", "peft>=0.17", "psutil>=5",
+             "matplotlib>=3.8"],  # matplotlib: the scripts that draw the README's plots
     "gpu": ["jax[cuda12]==0.10.2"],
     "bench": ["torch==2.13.0", "transformers>=5,<6", "peft>=0.17", "psutil>=5"],
 }

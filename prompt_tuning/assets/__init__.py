@@ -16,5 +16,6 @@ def embedded_model_path(name: str = "t5_lm_adapted") -> str:
   if not (path / "config.json").is_file():
     raise FileNotFoundError(
         f"the embedded model {name!r} is not in this installation ({path}); pass a model with "
-        "--gin.INITIAL_CHECKPOINT_PATH (scripts/make_tiny_model.py writes a small random one)")
+        "--gin.INITIAL_CHECKPOINT_PATH (python -m prompt_tuning.scripts.make_random_model "
+        "writes a small random one)")
   return str(path)
