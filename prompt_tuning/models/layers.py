@@ -135,10 +135,12 @@ class RelativePositionBiases(nn.Module):
 class MultiHeadAttention(nn.Module):
   """T5 attention: no `1/sqrt(kv)` scaling (folded into the query's initialisation).
 
-  With `decode=True` keys and values are appended to a `cache` collection of shape
-  `[batch, max_length, heads, kv]`; `decode_position` is the index being written, or
-  `None` for the call that creates the cache. Cross-attention caches the projected
-  encoder keys and values on that first call instead.
+  With `decode=True` keys and values are appended to a `cache` collection, keys as
+  `[batch, heads, kv, max_length]` and values as `[batch, heads, max_length, kv]` (T5X's
+  layout: the einsums read the cache as it lies, so no step re-lays out the whole
+  cache); `decode_position` is the index being written, or `None` for the call that
+  creates the cache. Cross-attention caches the projected encoder keys and values, in
+  the same layout, on that first call instead.
   """
   num_heads: int
   head_dim: int
@@ -165,40 +167,53 @@ class MultiHeadAttention(nn.Module):
     project_kv = lambda: (constrain(split(projection("key", fan_in)(inputs_kv)), kv_axes),
                           constrain(split(projection("value", fan_in)(inputs_kv)), kv_axes))
 
-    if decode and self.is_cross_attention:
-      # The encoder's keys and values are fixed for a whole decode: project them once.
-      if decode_position is None:
-        key, value = project_kv()
-        self.variable("cache", "cross_key", lambda: key)
-        self.variable("cache", "cross_value", lambda: value)
-      else:
-        key = self.get_variable("cache", "cross_key")
-        value = self.get_variable("cache", "cross_value")
-    elif decode:
-      key, value = project_kv()
-      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-      cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
-      if decode_position is not None:  # A step: write this token's key/value, read all.
-        start = (0, decode_position, 0, 0)
-        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
-        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
-        key, value = cached_key.value, cached_value.value
+    if decode:
+      key, value = self._cached_key_value(project_kv, decode_position)
+      key_dims, value_dims = "bhdk", "bhkd"
     else:
       key, value = project_kv()
+      key_dims = value_dims = "bkhd"
 
     if self.float32_logits:
       query, key = query.astype(jnp.float32), key.astype(jnp.float32)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+    logits = jnp.einsum(f"bqhd,{key_dims}->bhqk", query, key)
     if bias is not None:
       logits = logits + bias.astype(logits.dtype)
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     if not deterministic and self.dropout_rate > 0:
       weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
+    out = jnp.einsum(f"bhqk,{value_dims}->bqhd", weights, value.astype(self.dtype))
     out = out.reshape(out.shape[:2] + (joined,))
     out = constrain(out, ("batch", "length", "joined_kv"))
     return Dense(emb, ("joined_kv", "embed"), _variance_scaling(1.0, "fan_in"), self.dtype,
                  name="out")(out)
+
+  def _cached_key_value(self, project_kv: Callable[[], tuple[Array, Array]],
+                        decode_position: Optional[Array]) -> tuple[Array, Array]:
+    """Keys `[batch, heads, kv, length]` and values `[batch, heads, length, kv]` from the cache.
+
+    Each new key and value is transposed once, when it is written.
+    """
+    to_cache = lambda key, value: (jnp.transpose(key, (0, 2, 3, 1)),
+                                   jnp.transpose(value, (0, 2, 1, 3)))
+    if self.is_cross_attention:
+      # The encoder's keys and values are fixed for a whole decode: project them once.
+      if decode_position is None:
+        key, value = to_cache(*project_kv())
+        self.variable("cache", "cross_key", lambda: key)
+        self.variable("cache", "cross_value", lambda: value)
+      return self.get_variable("cache", "cross_key"), self.get_variable("cache", "cross_value")
+    key, value = to_cache(*project_kv())
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+    if decode_position is None:  # The call that creates the cache reads its own keys.
+      return key, value
+    # A step: write this token's key/value at `decode_position`, read all of the cache.
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key,
+                                                    (0, 0, 0, decode_position))
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value,
+                                                      (0, 0, decode_position, 0))
+    return cached_key.value, cached_value.value
 
 
 class MlpBlock(nn.Module):

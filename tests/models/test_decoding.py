@@ -98,3 +98,26 @@ def test_bad_arguments_are_named(tiny):
     decoding.generate(model, params, ENC, max_decode_length=2, temperature=1.0)
   with pytest.raises(ValueError, match="num_beams"):
     decoding.beam_search(model, params, ENC, max_decode_length=2, num_beams=0)
+
+
+def test_cached_steps_equal_the_teacher_forced_pass_and_the_cache_is_t5x_layout(tiny):
+  model, params, _ = tiny
+  cfg = model.config
+  enc = jnp.array([[5, 6, 7, 8, 1, 0], [9, 10, 11, 1, 0, 0]])
+  dec = jnp.array([[0, 4, 9, 3, 7], [0, 2, 2, 8, 5]])
+  reference = np.asarray(model.apply({"params": params}, enc, dec))  # no cache at all
+  encoded, mask = model.apply({"params": params}, enc, method=T5.encode)
+  run = lambda variables, tokens: model.apply(variables, encoded, mask, tokens, decode=True,
+                                              method=T5.decode, mutable=["cache"])
+  _, state = run({"params": params}, jnp.zeros_like(dec))
+  layer = state["cache"]["decoder"]["layers_0"]
+  batch, heads, kv, length = 2, cfg.num_heads, cfg.head_dim, dec.shape[1]
+  assert layer["self_attention"]["cached_key"].shape == (batch, heads, kv, length)
+  assert layer["self_attention"]["cached_value"].shape == (batch, heads, length, kv)
+  assert layer["encoder_decoder_attention"]["cross_key"].shape == (batch, heads, kv, 6)
+  assert layer["encoder_decoder_attention"]["cross_value"].shape == (batch, heads, 6, kv)
+  steps = []
+  for i in range(length):
+    logits, state = run({"params": params, "cache": state["cache"]}, dec[:, i:i + 1])
+    steps.append(np.asarray(logits[:, 0]))
+  np.testing.assert_allclose(np.stack(steps, axis=1), reference, rtol=1e-5, atol=1e-5)
