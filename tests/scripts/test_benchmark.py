@@ -24,7 +24,8 @@ def report(tmp_path_factory):
          "--torch_wait_policy=PASSIVE",  # the test machine is shared
          f"--json={out / 'bench.json'}", f"--markdown={out / 'bench.md'}"]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+  # From outside the repository: the workers must find `bench_workers` and the package.
+  result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=out)
   assert result.returncode == 0, result.stderr[-3000:]
   return (json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text(),
           result.stdout)
