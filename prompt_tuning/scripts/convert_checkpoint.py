@@ -14,6 +14,7 @@ step the latest), a T5X checkpoint folder or a Hugging Face folder. The output h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import pathlib
 import sys
@@ -23,12 +24,20 @@ PROG = "python -m prompt_tuning.scripts.convert_checkpoint"
 
 
 def convert(source, output, dtype: str = "float32", spiece_model: Optional[str] = None,
-            overwrite: bool = False) -> pathlib.Path:
-  """Reads `source` (any format load_pretrained knows) and writes it to `output` (HF)."""
+            overwrite: bool = False, dropout_rate: Optional[float] = None) -> pathlib.Path:
+  """Reads `source` (any format load_pretrained knows) and writes it to `output` (HF).
+
+  `dropout_rate` replaces the config's (pretraining often runs without dropout while
+  fine-tuning from the checkpoint wants some: Google's T5.1.1 configs say 0.1).
+  """
   from prompt_tuning.data.vocab import default_vocab_path
   from prompt_tuning.io import write_hf_checkpoint
   from prompt_tuning.models import load_pretrained
   config, params = load_pretrained(source)
+  if dropout_rate is not None:
+    if not 0.0 <= dropout_rate < 1.0:
+      raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    config = dataclasses.replace(config, dropout_rate=dropout_rate)
   return write_hf_checkpoint(output, config, params, dtype=dtype,
                              spiece_model=spiece_model or default_vocab_path(),
                              overwrite=overwrite)
@@ -44,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--spiece_model", default=None,
                       help="SentencePiece model to copy beside the weights (default: the "
                       "package vocabulary)")
+  parser.add_argument("--dropout_rate", type=float, default=None,
+                      help="the dropout rate the written config.json carries (default: the "
+                      "checkpoint's)")
   parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
   return parser
 
@@ -54,7 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.getLogger("absl").setLevel(logging.ERROR)
   from prompt_tuning.io import CheckpointError
   try:
-    path = convert(args.input, args.output, args.dtype, args.spiece_model, args.overwrite)
+    path = convert(args.input, args.output, args.dtype, args.spiece_model, args.overwrite,
+                   args.dropout_rate)
   except (CheckpointError, OSError, ValueError) as e:
     print(f"convert_checkpoint: error: {' '.join(str(e).split())}", file=sys.stderr)
     return 1

@@ -1,4 +1,5 @@
 """convert_checkpoint: one of our full-model runs to a folder transformers loads."""
+import json
 import os
 import subprocess
 import sys
@@ -62,8 +63,10 @@ def test_transformers_loads_the_converted_run(model_dir, tmp_path, capsys, dtype
     assert result.returncode == 0, result.stderr
     assert str(out) in result.stdout
   else:
-    assert convert_checkpoint.main(argv) == 0
+    assert convert_checkpoint.main(argv + ["--dropout_rate=0.1"]) == 0
     assert str(out) in capsys.readouterr().out
+  assert json.loads((out / "config.json").read_text())["dropout_rate"] == (
+      CONFIG.dropout_rate if subprocess_cli else 0.1)
   assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
                                                     "spiece.model"]
   assert (out / "spiece.model").read_bytes() == open(default_vocab_path(), "rb").read()
@@ -99,4 +102,8 @@ def test_refuses_to_overwrite_and_reports_bad_input_in_one_line(model_dir, tmp_p
                                   f"--output={tmp_path / 'x'}"]) == 1
   err = capsys.readouterr().err
   assert "does not exist" in err and len(err.strip().splitlines()) == 1
+  assert not (tmp_path / "x").exists()
+  assert convert_checkpoint.main([f"--input={path}", f"--output={tmp_path / 'x'}",
+                                  "--dropout_rate=1.5"]) == 1
+  assert "dropout_rate must be in [0, 1)" in capsys.readouterr().err
   assert not (tmp_path / "x").exists()
