@@ -29,8 +29,8 @@ def evaluate(mixture_or_task_name=gin.REQUIRED, task_feature_lengths: Mapping[st
                        task_feature_lengths["inputs"], LossConfig(enable_dropout=False),
                        restore_step=checkpoint_step, restore=not prompt_file,
                        for_training=False, vocab_size=trainer.task_vocab_size(name))
-  evaluators = trainer._evaluators(run, name, eval_split, task_feature_lengths, batch_size,
-                                   eval_examples)
+  evaluators = trainer.make_evaluators(run, name, eval_split, task_feature_lengths,
+                                       batch_size, eval_examples)
   results = trainer.evaluate_all(run, evaluators, int(run.state.step))
   if model_dir:
     with open(os.path.join(model_dir, f"eval_{eval_split}.json"), "w", encoding="utf-8") as f:

@@ -170,8 +170,9 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
   return Run(config, model, program, state, frozen, checkpointer, position)
 
 
-def _evaluators(run: Run, name: str, split: str, lengths: Mapping[str, int], batch_size: int,
-                num_examples: Optional[int]):
+def make_evaluators(run: Run, name: str, split: str, lengths: Mapping[str, int],
+                    batch_size: int, num_examples: Optional[int]):
+  """The task's evaluator and, for a classification task, its rank-classification twin's."""
   from prompt_tuning.train import evaluation
   names = [name] + [n for n in [evaluation.rank_classification_name(name)] if n]
   return [evaluation.Evaluator(run.model, n, split, lengths, batch_size,
@@ -217,8 +218,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
   start = int(run.state.step)
   write_gin_config(model_dir, "config.gin")
   logger = MetricsLogger(model_dir, total_steps=train_steps, start_step=start)
-  evaluators = (_evaluators(run, name, eval_split, task_feature_lengths, batch_size,
-                            eval_examples) if eval_period else [])
+  evaluators = (make_evaluators(run, name, eval_split, task_feature_lengths, batch_size,
+                                 eval_examples) if eval_period else [])
   if start >= train_steps:
     print(f"{model_dir} is already at step {start} >= TRAIN_STEPS={train_steps}; "
           "raise TRAIN_STEPS to continue", flush=True)
