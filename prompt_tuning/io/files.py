@@ -10,6 +10,25 @@ import tempfile
 from prompt_tuning.io.errors import CheckpointError
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def _usual_permissions(root: pathlib.Path) -> None:
+  """What a plain write would give (0o666 / 0o777 less the umask), not mkstemp's 0o600.
+
+  Temporary names are created private; what is renamed into place must be readable by
+  whoever could read a normally written file (package data, shared model folders).
+  """
+  mask = _umask()
+  paths = [root] + (list(root.rglob("*")) if root.is_dir() else [])
+  for p in paths:
+    if not p.is_symlink():
+      os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def _check_target(path: pathlib.Path, overwrite: bool) -> None:
   if path.exists() and not overwrite:
     raise CheckpointError(f"{path} already exists; remove it or pass overwrite=True")
@@ -29,6 +48,7 @@ def atomic_directory(path, overwrite: bool = False):
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
   try:
     yield tmp
+    _usual_permissions(tmp)
     if path.exists():  # overwrite: move the old one aside first, drop it only after the swap.
       old = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
       os.replace(path, old / path.name)
@@ -54,6 +74,7 @@ def atomic_file(path, overwrite: bool = True):
       yield f
       f.flush()
       os.fsync(f.fileno())
+    _usual_permissions(pathlib.Path(tmp))
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
