@@ -1,16 +1,18 @@
 """The shipped recipes run as written: quickstart, pretraining, then LM adaptation.
 
 They read the real offline corpora (prepared once into the cache, see
-`scripts/prepare_data.py`) and run a handful of steps of a tiny model.
+`scripts/prepare_data.py`) and run a handful of steps of the embedded model or a tiny one.
 """
 import json
 
 import numpy as np
 import pytest
 
+from prompt_tuning.assets import embedded_model_path
 from prompt_tuning.data import corpora
 from prompt_tuning.models import load_pretrained
 from prompt_tuning.scripts.make_random_model import write_random_model
+from prompt_tuning.train import checkpoints
 from test_workflow import _run
 
 
@@ -19,32 +21,30 @@ def prepared():
   corpora.prepare(["rotten_tomatoes", "prose"], verbose=False)
 
 
-def test_quickstart_recipe(prepared, tmp_path):
-  model = write_random_model(str(tmp_path / "model"), "tiny")
+def test_quickstart_recipe_runs_on_the_embedded_model(prepared, tmp_path):
   model_dir = tmp_path / "run"
   out = _run("prompt_tuning.train", [
       "--gin_file=configs/quickstart.gin", f"--gin.MODEL_DIR='{model_dir}'",
-      f"--gin.INITIAL_CHECKPOINT_PATH='{model}'", "--gin.TRAIN_STEPS=6",
-      "--gin.EVAL_PERIOD=6", "--gin.CHECKPOINT_PERIOD=3"]).stdout
+      "--gin.TRAIN_STEPS=6", "--gin.EVAL_PERIOD=6", "--gin.CHECKPOINT_PERIOD=3"]).stdout
   line = [l for l in out.splitlines()
           if l.startswith("rotten_tomatoes_rank_classification/accuracy: ")]
   assert len(line) == 1
   accuracy = float(line[0].split(": ")[1])
   # Two labels, 1278 validation snippets: any accuracy is a fraction of them.
   assert 0.0 < accuracy < 1.0
-  assert (model_dir / "prompts" / "step_6.npy").is_file()
-  assert np.load(model_dir / "prompts" / "step_6.npy").shape == (20, 32)
+  config, _ = load_pretrained(embedded_model_path("t5_lm_adapted"))
+  assert checkpoints.load_model_config(model_dir)[0] == config
+  assert np.load(model_dir / "prompts" / "step_6.npy").shape == (20, config.emb_dim)
 
 
-def test_quickstart_without_an_embedded_model_says_what_to_do(tmp_path):
-  import prompt_tuning.assets as assets
-  if (assets.ASSETS_DIR / "t5_lm_adapted" / "config.json").is_file():
-    pytest.skip("the embedded model is installed")
-  result = _run("prompt_tuning.train", ["--gin_file=configs/quickstart.gin",
-                                        f"--gin.MODEL_DIR='{tmp_path / 'run'}'"], check=False)
-  assert result.returncode == 1
-  assert "--gin.INITIAL_CHECKPOINT_PATH" in result.stderr
-  assert "Traceback" not in result.stderr
+def test_quickstart_recipe_on_a_model_of_yours(prepared, tmp_path):
+  model = write_random_model(str(tmp_path / "model"), "tiny")
+  model_dir = tmp_path / "run"
+  _run("prompt_tuning.train", [
+      "--gin_file=configs/quickstart.gin", f"--gin.MODEL_DIR='{model_dir}'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{model}'", "--gin.TRAIN_STEPS=3",
+      "--gin.EVAL_PERIOD=None", "--gin.CHECKPOINT_PERIOD=3"])
+  assert np.load(model_dir / "prompts" / "step_3.npy").shape == (20, 32)
 
 
 def test_pretrain_then_lm_adaptation(prepared, tmp_path):
