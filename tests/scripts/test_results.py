@@ -218,10 +218,13 @@ def test_a_rerun_skips_finished_runs(reduced):
   assert metrics.read_bytes() == before
 
 
-def test_without_the_embedded_model_it_says_what_to_pass(tmp_path):
+def test_model_paths_default_to_the_embedded_models_and_errors_say_what_to_pass(
+    tmp_path, monkeypatch):
   import prompt_tuning.assets as assets
-  if (assets.ASSETS_DIR / "t5_lm_adapted" / "config.json").is_file():
-    pytest.skip("the embedded model is installed")
-  result = _script([f"--out_dir={tmp_path}", "--only=prompt_lm"], tmp_path)
-  assert result.returncode == 1
-  assert "--lm_adapted=PATH" in result.stderr and "Traceback" not in result.stderr
+  assert results.resolve_model("lm_adapted", None) == assets.embedded_model_path("t5_lm_adapted")
+  assert results.resolve_model("span_corruption", str(tmp_path)) == str(tmp_path)
+  with pytest.raises(FileNotFoundError, match="--lm_adapted=/nowhere does not exist"):
+    results.resolve_model("lm_adapted", "/nowhere")
+  monkeypatch.setattr(assets, "ASSETS_DIR", tmp_path)  # an installation without them
+  with pytest.raises(FileNotFoundError, match="--span_corruption=PATH"):
+    results.resolve_model("span_corruption", None)
