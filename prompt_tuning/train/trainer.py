@@ -80,6 +80,24 @@ class ModelSpec:
     return PROMPT_ONLY if self.mode == "prompt" else EVERYTHING
 
 
+# The fields that fix a checkpoint's parameter shapes and computation (not its vocabulary
+# size, dropout, dtype or remat, which a run may choose).
+_ARCHITECTURE = ("emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
+                 "num_decoder_layers", "mlp_activations", "logits_via_embedding",
+                 "relative_attention_num_buckets", "relative_attention_max_distance")
+
+
+def _check_preset_matches(preset: str, config: T5Config, path: str) -> None:
+  """A preset named beside a checkpoint must describe it; the checkpoint's config is used."""
+  wanted = get_config(preset)
+  differ = [f"{f} {getattr(wanted, f)} vs {getattr(config, f)}" for f in _ARCHITECTURE
+            if getattr(wanted, f) != getattr(config, f)]
+  if differ:
+    raise ValueError(f"ModelSpec.preset {preset!r} does not describe the checkpoint {path} "
+                     f"(preset vs checkpoint: {', '.join(differ)}); drop the gin/models/ "
+                     "preset fragment, the checkpoint's own config.json is used")
+
+
 def load_base_model(spec: ModelSpec, seed: int = 0,
                     vocab_size: Optional[int] = None) -> tuple[T5Config, Any]:
   """The base model's config and host parameters, from a checkpoint or a random init.
@@ -92,6 +110,8 @@ def load_base_model(spec: ModelSpec, seed: int = 0,
     if not os.path.exists(path):
       raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path} does not exist")
     config, params = load_pretrained(path)
+    if spec.preset:
+      _check_preset_matches(spec.preset, config, path)
     if vocab_size is not None and vocab_size > config.vocab_size:
       raise ValueError(f"the task's vocabulary has {vocab_size} ids but the model's embedding "
                        f"has {config.vocab_size} rows; use the vocabulary the model was "
