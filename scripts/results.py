@@ -383,10 +383,9 @@ def plot(results: dict, path: str) -> None:
 
 
 def _write(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  from prompt_tuning.io.files import atomic_file
+  with atomic_file(path) as f:
+    f.write(text.encode("utf-8"))
 
 
 def _clock(seconds: float) -> str:
