@@ -13,30 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 from typing import Sequence
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from prompt_tuning.train import metrics as metrics_lib
+
 
 def read_metrics(model_dir) -> list[dict]:
   """The train lines of `<model_dir>/metrics.jsonl`, one per step (the last written wins)."""
-  path = pathlib.Path(model_dir) / "metrics.jsonl"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} does not exist: is {model_dir} a training run's MODEL_DIR?")
-  by_step = {}
-  for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except ValueError as e:
-      raise ValueError(f"{path}:{number} is not JSON: {e}") from None
-    if "train/loss" in row:
-      by_step[int(row["step"])] = row
+  by_step = {int(r["step"]): r for r in metrics_lib.read_metrics(str(model_dir))
+             if "train/loss" in r}
   if not by_step:
-    raise ValueError(f"{path} has no train/loss lines")
+    raise ValueError(f"{os.path.join(model_dir, metrics_lib.METRICS_FILE)} has no train/loss lines")
   return [by_step[s] for s in sorted(by_step)]
 
 

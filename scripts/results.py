@@ -42,6 +42,7 @@ from typing import Iterable, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from prompt_tuning.train import metrics as metrics_lib
 
 # (inputs, targets) tokens per task. rotten_tomatoes keeps the quickstart's lengths (98% of
 # validation snippets fit in 64); the news tasks get more input (128 tokens hold a Reuters
@@ -146,17 +147,10 @@ def train_command(task: str, cell: Cell, seed: int, labels: Sequence[str], model
 
 
 def read_metrics(model_dir: str) -> list[dict]:
-  """The records of `metrics.jsonl`; a line torn by a kill is skipped."""
-  path = os.path.join(model_dir, "metrics.jsonl")
-  records = []
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          continue
-  return records
+  """The records of a run's `metrics.jsonl`; none for a run not started yet."""
+  if not os.path.exists(os.path.join(model_dir, metrics_lib.METRICS_FILE)):
+    return []
+  return metrics_lib.read_metrics(model_dir)
 
 
 def final_eval(records: Iterable[dict], task: str, train_steps: int) -> Optional[dict]:

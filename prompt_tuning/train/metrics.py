@@ -9,6 +9,8 @@ from typing import Mapping, Optional
 
 import tqdm
 
+METRICS_FILE = "metrics.jsonl"
+
 
 class MetricsLogger:
   """Writes each step's scalars to `<model_dir>/metrics.jsonl` and TensorBoard.
@@ -27,7 +29,10 @@ class MetricsLogger:
     if not self.is_writer:
       return
     os.makedirs(model_dir, exist_ok=True)
-    self._jsonl = open(os.path.join(model_dir, "metrics.jsonl"), "a", encoding="utf-8")
+    path = os.path.join(model_dir, METRICS_FILE)
+    self._jsonl = open(path, "a", encoding="utf-8")
+    if self._jsonl.tell() and not _ends_with_newline(path):
+      self._jsonl.write("\n")  # a kill tore the last line: keep it off the next record's
     import tensorflow as tf  # only its event-file writer; view with `tensorboard --logdir`
     self._tf = tf
     self._tb = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
@@ -66,3 +71,32 @@ class MetricsLogger:
       self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def _ends_with_newline(path: str) -> bool:
+  with open(path, "rb") as f:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b"\n"
+
+
+def read_metrics(model_dir: str) -> list[dict]:
+  """Every record of `<model_dir>/metrics.jsonl`, in the order written.
+
+  A resumed run appends, so a step can appear twice (the later record is the resumed
+  run's). A line torn by a kill is skipped: the logger starts a fresh line when it
+  reopens the file, so a torn line never swallows the next record.
+  """
+  path = os.path.join(model_dir, METRICS_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} does not exist: is {model_dir} a training run's MODEL_DIR?")
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(record, dict) and "step" in record:
+        records.append(record)
+  return records

@@ -70,3 +70,17 @@ def test_cli_errors(tmp_path, capsys):
   assert "metrics.jsonl does not exist" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     plot_training.main(["--run", "no-equals-sign", f"--out={tmp_path / 'p.png'}"])
+
+
+def test_a_line_torn_by_a_kill_is_skipped_and_the_resumed_logger_starts_a_fresh_line(tmp_path):
+  from prompt_tuning.train import metrics as metrics_lib
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "metrics.jsonl").write_text(_line(10, 8.0, 1.0) + "\n" + _line(20, 7.0, 1.0)[:25])
+  logger = metrics_lib.MetricsLogger(str(run), total_steps=30, start_step=10, is_writer=True)
+  logger.write(20, {"train/loss": 6.0, "train/steps_per_sec": 1.0,
+                    "train/tokens_per_sec": TOKENS_PER_BATCH})
+  logger.close()
+  assert [r["step"] for r in metrics_lib.read_metrics(str(run))] == [10, 20]
+  rows = plot_training.read_metrics(run)
+  assert [(r["step"], r["train/loss"]) for r in rows] == [(10, 8.0), (20, 6.0)]

@@ -86,6 +86,7 @@ def test_a_run_counts_as_finished_only_with_the_last_steps_evaluation(tmp_path):
   key = "eval/rotten_tomatoes_rank_classification/accuracy"
   lines = [json.dumps({"step": 4, "train/loss": 1.0}), json.dumps({"step": 2, key: 0.5})]
   (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "eval/rot')
+  assert results.read_metrics(str(tmp_path / "not_started")) == []
   records = results.read_metrics(str(tmp_path))
   assert len(records) == 2  # the torn last line is skipped
   assert results.final_eval(records, "rotten_tomatoes", 4) is None
