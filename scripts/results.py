@@ -6,8 +6,8 @@
 
 Every run is its own `python -m prompt_tuning.train` on `configs/quickstart.gin`
 (class-label init, prompt length 20, batch 16, 300 steps, no dropout) with the task, its
-label words and lengths, the seed and what the cell changes bound on the command line, in its own
-MODEL_DIR `out_dir/runs/<task>/<cell>/seed<k>` (with `train.log`). A finished run (its
+label words and lengths, the seed and what the cell changes bound on the command line, in
+its own MODEL_DIR `out_dir/runs/<task>/<cell>/seed<k>` (with `train.log`). A finished run (its
 metrics.jsonl holds the evaluation at the last step) is skipped and a half-finished one
 resumes from its checkpoint, so the script can be killed and rerun across sessions.
 
