@@ -231,27 +231,34 @@ def aggregate(runs: Iterable[dict]) -> dict:
 
 def goal(aggregates: dict, cells: dict) -> Optional[dict]:
   """The issue's goal: the reference prompt's accuracy over full fine-tuning's on
-  rotten_tomatoes (>= 0.9) with under 0.5 % of the parameters; None without both cells."""
+  rotten_tomatoes (>= 0.9) with under 0.5 % of the parameters; None without both cells.
+
+  A prompt that answers the majority class for every review can pass the ratio when full
+  fine-tuning is weak, so the goal also asks the prompt to beat the majority class."""
   task = aggregates.get(GOAL_TASK, {})
   if REFERENCE.name not in task or "full" not in task or REFERENCE.name not in cells:
     return None
   prompt, full = task[REFERENCE.name]["accuracy"]["mean"], task["full"]["accuracy"]["mean"]
+  majority = task.get(MAJORITY, {}).get("accuracy", {}).get("mean")
   ratio = prompt / full if full > 0 else math.inf
   percent = cells[REFERENCE.name]["percent_of_model"]
+  above_majority = majority is None or prompt > majority
   return {"task": GOAL_TASK, "prompt_accuracy": prompt, "full_accuracy": full, "ratio": ratio,
-          "percent_of_parameters": percent,
-          "met": bool(ratio >= GOAL_RATIO and percent < GOAL_PERCENT)}
+          "percent_of_parameters": percent, "majority_accuracy": majority,
+          "met": bool(ratio >= GOAL_RATIO and percent < GOAL_PERCENT and above_majority)}
 
 
 def goal_line(g: Optional[dict]) -> str:
   if g is None:
     return (f"goal: needs the {REFERENCE.name} and full cells on {GOAL_TASK}; "
             "not measured in this selection")
+  majority = ("" if g.get("majority_accuracy") is None else
+              f"; the majority class scores {g['majority_accuracy']:.4f}")
   return (f"goal: prompt tuning (LM-adapted, reference cell) reaches {g['prompt_accuracy']:.4f} / "
           f"{g['full_accuracy']:.4f} = {100 * g['ratio']:.1f}% of full fine-tuning's accuracy on "
-          f"{g['task']} with {g['percent_of_parameters']:.3f}% of its parameters "
-          f"(goal: >= {100 * GOAL_RATIO:.0f}% with < {GOAL_PERCENT}%): "
-          f"{'met' if g['met'] else 'not met'}")
+          f"{g['task']} with {g['percent_of_parameters']:.3f}% of its parameters{majority} "
+          f"(goal: >= {100 * GOAL_RATIO:.0f}% with < {GOAL_PERCENT}%, above the majority "
+          f"class): {'met' if g['met'] else 'not met'}")
 
 
 def _shown(summary: Optional[dict]) -> str:

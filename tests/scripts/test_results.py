@@ -82,6 +82,20 @@ def test_aggregate_matches_numpy():
   assert "decode_accuracy" not in single
 
 
+def test_a_prompt_at_the_majority_class_does_not_meet_the_goal():
+  stat = lambda mean: {"accuracy": {"mean": mean, "std": 0.0, "n": 3, "values": [mean] * 3}}
+  cells = {"prompt_lm": {"percent_of_model": 0.06}}
+  weak_full = {"rotten_tomatoes": {"prompt_lm": stat(0.642), "full": stat(0.62),
+                                   "majority": stat(0.642)}}
+  g = results.goal(weak_full, cells)
+  assert g["ratio"] > 1.0 and not g["met"]
+  assert "the majority class scores 0.6420" in results.goal_line(g)
+  learnt = {"rotten_tomatoes": {"prompt_lm": stat(0.70), "full": stat(0.75),
+                                "majority": stat(0.642)}}
+  assert results.goal(learnt, cells)["met"]
+  assert not results.goal(learnt, {"prompt_lm": {"percent_of_model": 0.6}})["met"]
+
+
 def test_a_run_counts_as_finished_only_with_the_last_steps_evaluation(tmp_path):
   key = "eval/rotten_tomatoes_rank_classification/accuracy"
   lines = [json.dumps({"step": 4, "train/loss": 1.0}), json.dumps({"step": 2, key: 0.5})]
@@ -194,7 +208,10 @@ def test_table_plot_and_goal_line(reduced):
   aggregates = report["aggregates"]["rotten_tomatoes"]
   assert g["ratio"] == pytest.approx(aggregates["prompt_lm"]["accuracy"]["mean"]
                                      / aggregates["full"]["accuracy"]["mean"])
-  assert g["met"] == (g["ratio"] >= 0.9 and g["percent_of_parameters"] < 0.5)
+  majority = aggregates["majority"]["accuracy"]["mean"]
+  assert g["majority_accuracy"] == pytest.approx(majority)
+  assert g["met"] == (g["ratio"] >= 0.9 and g["percent_of_parameters"] < 0.5
+                      and g["prompt_accuracy"] > majority)
   table = (out / "results.md").read_text()
   assert table in stdout
   d_model = json.loads((root / "model" / "config.json").read_text())["d_model"]
