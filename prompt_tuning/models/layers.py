@@ -243,6 +243,14 @@ def attention_bias_from_masks(query_mask: Array, key_mask: Array, dtype=jnp.floa
   return jnp.where(allowed, 0.0, _NEG_INF).astype(dtype)
 
 
+def attention_bias_from_segments(query_segments: Array, key_segments: Array,
+                                 dtype=jnp.float32) -> Array:
+  """Packed rows: `[batch, q]`, `[batch, k]` segment ids → `[batch, 1, q, k]` additive bias
+  letting a position see only its own example (0 within a segment, -1e10 across)."""
+  same = query_segments[:, None, :, None] == key_segments[:, None, None, :]
+  return jnp.where(same, 0.0, _NEG_INF).astype(dtype)
+
+
 def causal_bias(length: int, dtype=jnp.float32) -> Array:
   """`[1, 1, length, length]` additive bias allowing each position to see itself and the past."""
   allowed = np.tril(np.ones((length, length), dtype=bool))

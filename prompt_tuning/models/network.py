@@ -79,11 +79,15 @@ def _maybe_remat(cls, config: T5Config, static_argnums):
 
 
 class Encoder(nn.Module):
-  """`[batch, length, embed]` embeddings and `[batch, length]` mask → encoded states."""
+  """`[batch, length, embed]` embeddings and `[batch, length]` mask → encoded states.
+
+  With `segment_ids` (packed rows) a position attends only within its own example.
+  """
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask: Array, deterministic: bool,
+               segment_ids: Optional[Array] = None) -> Array:
     cfg = self.config
     length = x.shape[1]
     positions = jnp.arange(length)
@@ -92,6 +96,8 @@ class Encoder(nn.Module):
                                            jnp.float32, name="relpos_bias")
     bias = relpos(positions, positions, bidirectional=True)
     bias = bias + layers.attention_bias_from_masks(mask, mask)
+    if segment_ids is not None:
+      bias = bias + layers.attention_bias_from_segments(segment_ids, segment_ids)
     x = layers.constrain(x, ("batch", "length", "embed"))
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
     layer_cls = _maybe_remat(EncoderLayer, cfg, static_argnums=(3,))
@@ -102,16 +108,27 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Decoder stack and output layer: `[batch, length, embed]` → `[batch, length, vocab]`."""
+  """Decoder stack and output layer: `[batch, length, embed]` → `[batch, length, vocab]`.
+
+  With segment ids (packed rows) a target position attends only to its own example's
+  earlier targets and its own example's inputs.
+  """
   config: T5Config
   shared_embedding: Optional[layers.Embed] = None
 
   @nn.compact
   def __call__(self, x: Array, encoded: Array, encoder_mask: Array,
                decoder_mask: Optional[Array], deterministic: bool,
-               decode: bool = False) -> Array:
+               decode: bool = False, encoder_segment_ids: Optional[Array] = None,
+               decoder_segment_ids: Optional[Array] = None) -> Array:
     cfg = self.config
     batch, length = x.shape[:2]
+    packed = encoder_segment_ids is not None or decoder_segment_ids is not None
+    if packed and (encoder_segment_ids is None or decoder_segment_ids is None):
+      raise ValueError("packed rows need both encoder_segment_ids and decoder_segment_ids")
+    if packed and decode:
+      raise ValueError("decoding with a cache reads one example per row; segment ids "
+                       "(packed rows) are for teacher-forced training")
     relpos = layers.RelativePositionBiases(cfg.relative_attention_num_buckets,
                                            cfg.relative_attention_max_distance, cfg.num_heads,
                                            jnp.float32, name="relpos_bias")
@@ -137,6 +154,11 @@ class Decoder(nn.Module):
         self_bias = self_bias + layers.attention_bias_from_masks(decoder_mask, decoder_mask)
     query_mask = jnp.ones((batch, length), bool) if decoder_mask is None else decoder_mask
     cross_bias = layers.attention_bias_from_masks(query_mask, encoder_mask)
+    if packed:
+      self_bias = self_bias + layers.attention_bias_from_segments(decoder_segment_ids,
+                                                                  decoder_segment_ids)
+      cross_bias = cross_bias + layers.attention_bias_from_segments(decoder_segment_ids,
+                                                                    encoder_segment_ids)
 
     x = layers.constrain(x, ("batch", "length", "embed"))
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
@@ -168,14 +190,19 @@ class T5(nn.Module):
     self.decoder = Decoder(cfg, shared_embedding=self.token_embedder)
 
   def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False,
-             task_ids: Optional[Array] = None) -> tuple[Array, Array]:
+             task_ids: Optional[Array] = None,
+             encoder_segment_ids: Optional[Array] = None) -> tuple[Array, Array]:
     """`[batch, length]` tokens → (`[batch, length', embed]` states, `[batch, length']` mask).
 
     `length'` is `length` plus whatever `encoder_prompt` adds; the mask is what the
-    decoder's cross-attention must see.
+    decoder's cross-attention must see. `encoder_segment_ids` (packed rows, seqio's
+    `pack=True`) keep each example's attention inside the example.
     """
+    if encoder_segment_ids is not None and self.encoder_prompt is not None:
+      raise ValueError("a prompted model reads one example per row: packed rows (segment "
+                       "ids) would share one prompt between examples; train with pack=False")
     x, mask = self.prompted_inputs(encoder_input_tokens, task_ids)
-    return self.encoder(x, mask, not enable_dropout), mask
+    return self.encoder(x, mask, not enable_dropout, encoder_segment_ids), mask
 
   def prompted_inputs(self, encoder_input_tokens: Array,
                       task_ids: Optional[Array] = None) -> tuple[Array, Array]:
@@ -192,22 +219,27 @@ class T5(nn.Module):
 
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Optional[Array] = None, enable_dropout: bool = False,
-             decode: bool = False) -> Array:
+             decode: bool = False, encoder_segment_ids: Optional[Array] = None,
+             decoder_segment_ids: Optional[Array] = None) -> Array:
     """Decoder logits `[batch, target_length, vocab]` (float32).
 
     `decode=True` reads and writes the key/value `cache` collection (see `decoding.py`).
     """
     decoder_mask = None if decoder_target_tokens is None else decoder_target_tokens > 0
     y = self.token_embedder(decoder_input_tokens)
-    return self.decoder(y, encoded, encoder_mask, decoder_mask, not enable_dropout, decode)
+    return self.decoder(y, encoded, encoder_mask, decoder_mask, not enable_dropout, decode,
+                        encoder_segment_ids, decoder_segment_ids)
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Optional[Array] = None, enable_dropout: bool = False,
-               task_ids: Optional[Array] = None) -> Array:
-    """Teacher-forced logits `[batch, target_length, vocab]`."""
-    encoded, mask = self.encode(encoder_input_tokens, enable_dropout, task_ids)
+               task_ids: Optional[Array] = None, encoder_segment_ids: Optional[Array] = None,
+               decoder_segment_ids: Optional[Array] = None) -> Array:
+    """Teacher-forced logits `[batch, target_length, vocab]`; segment ids for packed rows."""
+    encoded, mask = self.encode(encoder_input_tokens, enable_dropout, task_ids,
+                                encoder_segment_ids)
     return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens,
-                       enable_dropout)
+                       enable_dropout, encoder_segment_ids=encoder_segment_ids,
+                       decoder_segment_ids=decoder_segment_ids)
 
   def token_losses(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                    decoder_target_tokens: Array, decoder_loss_weights: Optional[Array] = None,

@@ -48,6 +48,8 @@ def compute_loss(model: T5, params: Any, batch: Batch, loss_config: LossConfig,
   logits = model.apply({"params": params}, batch["encoder_input_tokens"],
                        batch["decoder_input_tokens"], batch["decoder_target_tokens"],
                        enable_dropout=dropout, task_ids=batch.get("task_ids"),
+                       encoder_segment_ids=batch.get("encoder_segment_ids"),
+                       decoder_segment_ids=batch.get("decoder_segment_ids"),
                        rngs={"dropout": dropout_rng} if dropout else None)
   targets = batch["decoder_target_tokens"]
   weights = batch.get("decoder_loss_weights", targets > 0).astype(jnp.float32)
