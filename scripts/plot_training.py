@@ -29,7 +29,8 @@ def read_metrics(model_dir) -> list[dict]:
   by_step = {int(r["step"]): r for r in metrics_lib.read_metrics(str(model_dir))
              if "train/loss" in r}
   if not by_step:
-    raise ValueError(f"{os.path.join(model_dir, metrics_lib.METRICS_FILE)} has no train/loss lines")
+    path = os.path.join(model_dir, metrics_lib.METRICS_FILE)
+    raise ValueError(f"{path} has no train/loss lines")
   return [by_step[s] for s in sorted(by_step)]
 
 

@@ -22,9 +22,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-LENGTHS = {"rotten_tomatoes": 64, "reuters_r8": 128, "newsgroups20": 256}
+SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(SCRIPTS), SCRIPTS]
+# The results grid's (inputs, targets) lengths per task: the probe reads the inputs
+# prompt tuning was given there.
+from results import FEATURE_LENGTHS
 
 
 def fit_softmax_regression(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float):
@@ -98,7 +100,8 @@ def read_split(task_name: str, split: str, limit: int | None):
   task = seqio.get_mixture_or_task(task_name)
   labels = list(corpora.LABELS[task_name])
   vocab = task.output_features["targets"].vocabulary
-  dataset = task.get_dataset({"inputs": LENGTHS[task_name], "targets": 16}, split=split,
+  inputs_length, targets_length = FEATURE_LENGTHS[task_name]
+  dataset = task.get_dataset({"inputs": inputs_length, "targets": targets_length}, split=split,
                              shuffle=False)
   inputs, y = [], []
   for example in dataset.as_numpy_iterator():
@@ -147,7 +150,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", action="append", default=[],
                       help="NAME=PATH of a checkpoint load_pretrained reads; repeatable")
-  parser.add_argument("--task", default="rotten_tomatoes", choices=sorted(LENGTHS))
+  parser.add_argument("--task", default="rotten_tomatoes", choices=sorted(FEATURE_LENGTHS))
   parser.add_argument("--train_examples", type=int, default=4000)
   parser.add_argument("--l2", type=float, default=0.01)
   parser.add_argument("--json")
