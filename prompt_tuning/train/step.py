@@ -30,6 +30,17 @@ from prompt_tuning.train.state import TrainState, merge_params, split_params
 
 Batch = dict[str, jax.Array]
 BATCH_KEYS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
+# Read when present: explicit loss weights, and packed rows' segment ids (seqio pack=True).
+OPTIONAL_BATCH_KEYS = ("decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids")
+
+
+def model_features(features: dict[str, Any]) -> dict[str, Any]:
+  """The features of a seqio batch that the train and eval steps read; drops the rest
+  (e.g. packing's `*_positions`, which relative attention does not need)."""
+  missing = [k for k in BATCH_KEYS if k not in features]
+  if missing:
+    raise KeyError(f"the batch lacks {missing}; it has {sorted(features)}")
+  return {k: v for k, v in features.items() if k in BATCH_KEYS + OPTIONAL_BATCH_KEYS}
 
 
 @gin.configurable

@@ -258,8 +258,7 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
   tick, tick_step = time.time(), start
   try:
     for step in range(start, train_steps):
-      batch = {k: v for k, v in next(batches).items() if k in step_lib.BATCH_KEYS
-               or k == "decoder_loss_weights"}
+      batch = step_lib.model_features(next(batches))
       new_state, metrics = run.program.train_step(state, run.frozen,
                                                   run.program.place_batch(batch))
       position += 1

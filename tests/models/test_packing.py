@@ -86,3 +86,40 @@ def test_segment_ids_are_refused_where_they_cannot_hold(params):
   with pytest.raises(ValueError, match="pack=False"):
     prompted.init(jax.random.PRNGKey(0), jnp.asarray(row["encoder_input_tokens"]),
                   method=T5.encode, encoder_segment_ids=jnp.asarray(row["encoder_segment_ids"]))
+
+
+def test_the_trainer_hands_packed_rows_segment_ids_to_the_loss(tmp_path, monkeypatch):
+  """`train.pack = True` end to end: the batches the trainer feeds its step keep seqio's
+  segment ids (they were once filtered out before the step, so packed examples mixed)."""
+  from prompt_tuning.data import corpora, get_dataset
+  from prompt_tuning.train import trainer
+  corpora.prepare(["prose"], verbose=False)
+  task, lengths = "lm_adaptation_prefix_lm", {"inputs": 32, "targets": 32}
+  first = next(get_dataset(task, "train", lengths, 8, shuffle=True, seed=0,
+                           pack=True).as_numpy_iterator())
+  assert first["encoder_segment_ids"].max() > 1, "some row holds several examples"
+  seen = []
+  real = step_lib.compute_loss
+
+  def spy(model, params, batch, *args, **kwargs):
+    seen.append(sorted(batch))
+    return real(model, params, batch, *args, **kwargs)
+
+  monkeypatch.setattr(step_lib, "compute_loss", spy)
+  trainer.train(model_dir=str(tmp_path / "run"),
+                mixture_or_task_name=task, task_feature_lengths=lengths,
+                batch_size=8, train_steps=1, checkpoint_period=1, eval_period=None,
+                model=trainer.ModelSpec(preset="tiny", mode="full", dropout_rate=0.0),
+                loss_config=step_lib.LossConfig(enable_dropout=False), pack=True, seed=0)
+  assert seen and all({"encoder_segment_ids", "decoder_segment_ids"} <= set(k) for k in seen)
+
+
+def test_model_features_keeps_what_the_step_reads():
+  row = _packed_by_seqio()
+  kept = step_lib.model_features(row)
+  assert set(kept) == set(step_lib.BATCH_KEYS) | {"decoder_loss_weights",
+                                                  "encoder_segment_ids", "decoder_segment_ids"}
+  assert "encoder_positions" in row and "encoder_positions" not in kept
+  with pytest.raises(KeyError, match="decoder_target_tokens"):
+    step_lib.model_features({"encoder_input_tokens": row["encoder_input_tokens"],
+                             "decoder_input_tokens": row["decoder_input_tokens"]})
