@@ -115,15 +115,25 @@ def brevity_penalty(alpha: float, length: Array) -> Array:
   return ((5.0 + length) / 6.0) ** alpha
 
 
+# Cache entries equal across one example's beams (the encoder's keys and values).
+_SHARED_BY_BEAMS = ("cross_key", "cross_value")
+
+
 def _gather_beams(tree: Any, beam_index: Array, batch: int, beams: int) -> Any:
-  """Picks, per example, the rows `beam_index [batch, n]` of every `[batch * beams, ...]` leaf."""
+  """Picks, per example, the rows `beam_index [batch, n]` of every `[batch * beams, ...]` leaf.
+
+  Beams only move within their example, so the cross-attention caches, the same for
+  every beam of an example, are left in place rather than copied every step.
+  """
   flat = (jnp.arange(batch)[:, None] * beams + beam_index).reshape(-1)
 
-  def gather(x):
+  def gather(path, x):
     if x.ndim == 0 or x.shape[0] != batch * beams:
       return x
+    if path and getattr(path[-1], "key", None) in _SHARED_BY_BEAMS:
+      return x
     return x[flat]
-  return jax.tree_util.tree_map(gather, tree)
+  return jax.tree_util.tree_map_with_path(gather, tree)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "num_beams",

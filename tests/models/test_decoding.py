@@ -121,3 +121,24 @@ def test_cached_steps_equal_the_teacher_forced_pass_and_the_cache_is_t5x_layout(
     logits, state = run({"params": params, "cache": state["cache"]}, dec[:, i:i + 1])
     steps.append(np.asarray(logits[:, 0]))
   np.testing.assert_allclose(np.stack(steps, axis=1), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_beam_reordering_moves_the_self_attention_caches_and_leaves_the_encoders(tiny):
+  model, params, _ = tiny
+  enc = jnp.array([[5, 6, 7, 8, 1, 0], [9, 10, 11, 1, 0, 0]])
+  cache, _ = decoding._model_fns(model, params, enc, 4, 2, None)  # 2 examples x 2 beams
+  # Give each row distinct self-attention contents so a reordering is visible.
+  cache = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + jnp.arange(4.0).reshape((4,) + (1,) * (x.ndim - 1))
+      if p[-1].key == "cached_key" else x, cache)
+  moved = decoding._gather_beams(cache, jnp.array([[1, 1], [1, 0]]), batch=2, beams=2)
+  layers = [name for name in cache["decoder"] if name.startswith("layers_")]
+  assert len(layers) == model.config.num_decoder_layers
+  for name in layers:
+    layer = cache["decoder"][name]
+    before, after = layer["self_attention"], moved["decoder"][name]["self_attention"]
+    np.testing.assert_array_equal(after["cached_key"], np.asarray(before["cached_key"])[[1, 1, 3, 2]])
+    cross = layer["encoder_decoder_attention"]
+    assert moved["decoder"][name]["encoder_decoder_attention"]["cross_key"] is cross["cross_key"]
+    # ...which is right because one example's beams share them.
+    np.testing.assert_array_equal(cross["cross_key"][0], cross["cross_key"][1])
