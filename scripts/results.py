@@ -9,7 +9,8 @@ Every run is its own `python -m prompt_tuning.train` on `configs/quickstart.gin`
 label words and lengths, the seed and what the cell changes bound on the command line, in
 its own MODEL_DIR `out_dir/runs/<task>/<cell>/seed<k>` (with `train.log`). A finished run (its
 metrics.jsonl holds the evaluation at the last step) is skipped and a half-finished one
-resumes from its checkpoint, so the script can be killed and rerun across sessions.
+resumes from its checkpoint, so the script can be killed and rerun across sessions
+(one copy per out_dir at a time: a second one stops with an error).
 
 Cells, per task and seed (the reference cell is shared by the three comparisons):
   model:  prompt on the LM-adapted model (reference), prompt on the span-corruption-only
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import fnmatch
 import json
 import math
@@ -443,6 +445,20 @@ def resolve_model(name: str, given: Optional[str]) -> str:
         f"--{name}=PATH (a Hugging Face, T5X or our own checkpoint folder)") from None
 
 
+def lock_out_dir(out_dir: str):
+  """Holds `out_dir/.lock` until the returned file is closed (or the process ends), so two
+  copies of this script never train the same run into one MODEL_DIR."""
+  os.makedirs(out_dir, exist_ok=True)
+  handle = open(os.path.join(out_dir, ".lock"), "w")
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    handle.close()
+    raise RuntimeError(f"another scripts/results.py is running on {out_dir}; wait for it "
+                       "or stop it (a rerun continues where it left off)") from None
+  return handle
+
+
 def execute(runs: list[dict], commands: list[list[str]], train_steps: int,
             dry_run: bool = False) -> list[dict]:
   """Trains every run not yet finished, in order, with progress; returns those that failed."""
@@ -559,6 +575,11 @@ def main(argv=None) -> int:
                             paths[by_name[r["cell"]].model], r["model_dir"], args.train_steps)
               for r in runs]
   try:
+    lock = None if args.dry_run else lock_out_dir(out_dir)
+  except RuntimeError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  try:
     failed = execute(runs, commands, args.train_steps, args.dry_run)
   except KeyboardInterrupt:
     print("\ninterrupted; rerun the same command to continue", file=sys.stderr)
@@ -577,6 +598,7 @@ def main(argv=None) -> int:
   plot(results, os.path.join(out_dir, "results.png"))
   print(table)
   print(f"wrote results.json, results.md and results.png to {out_dir}")
+  lock.close()
   if failed:
     print(f"error: {len(failed)} runs failed: "
           + ", ".join(f"{r['task']}/{r['cell']}/seed{r['seed']}" for r in failed)

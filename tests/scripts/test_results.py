@@ -236,6 +236,19 @@ def test_a_rerun_skips_finished_runs(reduced):
   assert metrics.read_bytes() == before
 
 
+def test_a_second_copy_on_the_same_out_dir_stops_before_training(reduced):
+  root, args, _ = reduced
+  held = results.lock_out_dir(str(root / "out"))  # as a first copy still running would
+  try:
+    result = _script(args, root / "cache")
+    assert result.returncode == 1
+    assert f"another scripts/results.py is running on {root / 'out'}" in result.stderr
+    assert "[1/2]" not in result.stdout
+  finally:
+    held.close()
+  assert _script(args, root / "cache").returncode == 0  # free again once the first ends
+
+
 def test_model_paths_default_to_the_embedded_models_and_errors_say_what_to_pass(
     tmp_path, monkeypatch):
   import prompt_tuning.assets as assets
