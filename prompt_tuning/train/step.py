@@ -30,13 +30,15 @@ from prompt_tuning.train.state import TrainState, merge_params, split_params
 
 Batch = dict[str, jax.Array]
 BATCH_KEYS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
-# Read when present: explicit loss weights, and packed rows' segment ids (seqio pack=True).
-OPTIONAL_BATCH_KEYS = ("decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids")
+# Read when present: explicit loss weights, packed rows' segment ids (seqio pack=True) and
+# each example's task id (per-task prompts in a mixed batch).
+OPTIONAL_BATCH_KEYS = ("decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
+                       "task_ids")
 
 
 def model_features(features: dict[str, Any]) -> dict[str, Any]:
-  """The features of a seqio batch that the train and eval steps read; drops the rest
-  (e.g. packing's `*_positions`, which relative attention does not need)."""
+  """The features of a seqio batch that `compute_loss` reads; drops the rest (e.g.
+  packing's `*_positions`, which relative attention does not need)."""
   missing = [k for k in BATCH_KEYS if k not in features]
   if missing:
     raise KeyError(f"the batch lacks {missing}; it has {sorted(features)}")

@@ -120,6 +120,10 @@ def test_model_features_keeps_what_the_step_reads():
   assert set(kept) == set(step_lib.BATCH_KEYS) | {"decoder_loss_weights",
                                                   "encoder_segment_ids", "decoder_segment_ids"}
   assert "encoder_positions" in row and "encoder_positions" not in kept
+  # Mixed-task batches carry each example's task id for per-task prompts.
+  task_ids = np.zeros(len(row["encoder_input_tokens"]), np.int32)
+  with_tasks = step_lib.model_features({**row, "task_ids": task_ids})
+  assert "task_ids" in with_tasks
   with pytest.raises(KeyError, match="decoder_target_tokens"):
     step_lib.model_features({"encoder_input_tokens": row["encoder_input_tokens"],
                              "decoder_input_tokens": row["decoder_input_tokens"]})
