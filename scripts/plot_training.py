@@ -20,7 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(SCRIPTS), SCRIPTS]
+from named_arg import name_equals
 from prompt_tuning.train import metrics as metrics_lib
 
 
@@ -93,15 +95,13 @@ def markdown(summaries: dict[str, dict]) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--run", action="append", required=True, metavar="NAME=MODEL_DIR")
+  parser.add_argument("--run", action="append", required=True, metavar="NAME=MODEL_DIR",
+                      type=name_equals("MODEL_DIR"))
   parser.add_argument("--out", required=True, help="the PNG to write")
   parser.add_argument("--json", default=None, help="also write the summary as JSON here")
   args = parser.parse_args(argv)
   runs = {}
-  for spec in args.run:
-    name, sep, model_dir = spec.partition("=")
-    if not sep or not name or not model_dir:
-      parser.error(f"--run {spec!r}: expected NAME=MODEL_DIR")
+  for name, model_dir in args.run:
     try:
       runs[name] = read_metrics(model_dir)
     except (OSError, ValueError) as e:

@@ -26,6 +26,7 @@ SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(SCRIPTS), SCRIPTS]
 # The results grid's (inputs, targets) lengths per task: the probe reads the inputs
 # prompt tuning was given there.
+from named_arg import name_equals
 from results import FEATURE_LENGTHS
 
 
@@ -148,19 +149,14 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", action="append", default=[],
+  parser.add_argument("--model", action="append", default=[], type=name_equals("PATH"),
                       help="NAME=PATH of a checkpoint load_pretrained reads; repeatable")
   parser.add_argument("--task", default="rotten_tomatoes", choices=sorted(FEATURE_LENGTHS))
   parser.add_argument("--train_examples", type=int, default=4000)
   parser.add_argument("--l2", type=float, default=0.01)
   parser.add_argument("--json")
   args = parser.parse_args(argv)
-  models = {}
-  for item in args.model:
-    name, sep, path = item.partition("=")
-    if not sep or not name or not path:
-      parser.error(f"--model wants NAME=PATH, got {item!r}")
-    models[name] = path
+  models = dict(args.model)
   if not models:
     from prompt_tuning.assets import EMBEDDED_MODELS, embedded_model_path
     models = {name: embedded_model_path(name) for name in EMBEDDED_MODELS}

@@ -70,6 +70,7 @@ def test_cli_errors(tmp_path, capsys):
   assert "metrics.jsonl does not exist" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     plot_training.main(["--run", "no-equals-sign", f"--out={tmp_path / 'p.png'}"])
+  assert "expected NAME=MODEL_DIR, got 'no-equals-sign'" in capsys.readouterr().err
 
 
 def test_a_line_torn_by_a_kill_is_skipped_and_the_resumed_logger_starts_a_fresh_line(tmp_path):

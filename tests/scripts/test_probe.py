@@ -95,3 +95,4 @@ def test_cli_errors(tmp_path, monkeypatch, capsys):
   assert "prepare_data.py --corpora rotten_tomatoes" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     probe.main(["--model=no-equals-sign"])
+  assert "expected NAME=PATH, got 'no-equals-sign'" in capsys.readouterr().err
