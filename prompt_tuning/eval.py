@@ -15,8 +15,9 @@ from prompt_tuning import gin_utils
 
 
 @gin.configurable
-def evaluate(mixture_or_task_name=gin.REQUIRED, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
-             model=gin.REQUIRED, model_dir: Optional[str] = None, batch_size: int = 32,
+def evaluate(mixture_or_task_name=gin.REQUIRED,
+             task_feature_lengths: Mapping[str, int] = gin.REQUIRED, model=gin.REQUIRED,
+             model_dir: Optional[str] = None, batch_size: int = 32,
              eval_split: str = "validation", checkpoint_step: Optional[int] = None,
              prompt_file: Optional[str] = None, mesh_shape: Sequence[int] = (-1, 1),
              eval_examples: Optional[int] = None) -> dict:

@@ -54,6 +54,13 @@ def test_pretrain_then_lm_adaptation(prepared, tmp_path):
       "--gin_file=configs/pretrain.gin", "--gin_file=gin/models/tiny.gin",
       f"--gin.MODEL_DIR='{pretrain}'", "--gin.TRAIN_STEPS=4",
       "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", *small])
+  # The recipe saves the data iterator with each checkpoint and resumes from it.
+  assert (pretrain / "checkpoints" / "4" / "data_iterator").is_dir()
+  resumed = _run("prompt_tuning.train", [
+      "--gin_file=configs/pretrain.gin", "--gin_file=gin/models/tiny.gin",
+      f"--gin.MODEL_DIR='{pretrain}'", "--gin.TRAIN_STEPS=6",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", *small]).stdout
+  assert "resuming the data stream at batch 4 from checkpoint 4's data iterator" in resumed
   config, pretrained = load_pretrained(str(pretrain))
   assert config.vocab_size == 8192  # the package vocabulary's 8100 ids, rounded up
   _run("prompt_tuning.train", [

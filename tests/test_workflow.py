@@ -119,13 +119,18 @@ def test_train_eval_infer_export(workdir, tmp_path):
   assert all(isinstance(r["prediction"], str) for r in rows)
 
 
-def test_sigkill_and_rerun_gives_the_uninterrupted_prompt_bit_for_bit(workdir, tmp_path):
+@pytest.mark.parametrize("save_data_iterator", [False, True])
+def test_sigkill_and_rerun_gives_the_uninterrupted_prompt_bit_for_bit(workdir, tmp_path,
+                                                                      save_data_iterator):
+  """Resumed by re-reading the data stream, or from the checkpoint's data iterator."""
   steps = 60
+  extra = [f"--gin.train.save_data_iterator={save_data_iterator}"]
   reference = tmp_path / "uninterrupted"
   _run("prompt_tuning.train", _task_flags(workdir, reference, steps))
 
   killed = tmp_path / "killed"
-  args = [sys.executable, "-m", "prompt_tuning.train", *_task_flags(workdir, killed, steps)]
+  args = [sys.executable, "-m", "prompt_tuning.train",
+          *_task_flags(workdir, killed, steps, extra)]
   proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           cwd=pathlib.Path(__file__).parent.parent)
   deadline = time.time() + 180
@@ -138,7 +143,14 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_prompt_bit_for_bit(workdir, t
   assert not (killed / "prompts" / f"step_{steps}.npy").exists(), "killed too late"
   assert not (killed / "operative_config.gin").exists(), "the killed run must not have finished"
 
-  _run("prompt_tuning.train", _task_flags(workdir, killed, steps))
+  resumed = _run("prompt_tuning.train", _task_flags(workdir, killed, steps, extra)).stdout
+  saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
+  if save_data_iterator:
+    assert "from checkpoint" in resumed and "re-reading" not in resumed, resumed
+    assert all((killed / "checkpoints" / str(s) / "data_iterator").is_dir() for s in saved)
+  else:
+    assert "re-reading the data stream up to batch" in resumed, resumed
+    assert not any((killed / "checkpoints" / str(s) / "data_iterator").exists() for s in saved)
   final = np.load(killed / "prompts" / f"step_{steps}.npy")
   np.testing.assert_array_equal(final, np.load(reference / "prompts" / f"step_{steps}.npy"))
   losses = lambda d: {r["step"]: r["train/loss"] for r in map(

@@ -49,10 +49,11 @@ def get_dataset(mixture_or_task: Provider,
   segment ids and positions are added. `num_epochs=None` repeats forever.
   Partial batches are dropped, and a split without one full batch is an
   error. `start_batch` skips that many batches of the same deterministic
-  stream (requires a `seed`); it re-runs the skipped batches, so for long
-  runs prefer checkpointing the iterator with `tf.train.Checkpoint(it=iter(ds))`,
-  which this pipeline supports. `shard_info` reads one host's share. Iterate
-  with `.as_numpy_iterator()`.
+  stream (requires a `seed`); it re-runs the skipped batches, so long runs
+  checkpoint the iterator instead (`train.save_data_iterator`: a
+  `tf.train.Checkpoint` of `iter(ds)`; the pipeline keeps one structure for
+  it, see `skip_batches`). `shard_info` reads one host's share. Iterate with
+  `.as_numpy_iterator()`.
   """
   provider = _provider(mixture_or_task)
   if split not in provider.splits:
@@ -82,7 +83,13 @@ def get_dataset(mixture_or_task: Provider,
         f"{provider.name}:{split}{shard} yields fewer than {batch_size} examples"
         f"{' after packing' if pack else ''}, so not one full batch; add data or "
         "lower batch_size.")
-  ds = batches(shuffle, num_epochs)
-  if start_batch:
-    ds = ds.skip(start_batch)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  return skip_batches(batches(shuffle, num_epochs), start_batch).prefetch(tf.data.AUTOTUNE)
+
+
+def skip_batches(ds: tf.data.Dataset, start_batch: int) -> tf.data.Dataset:
+  """`ds.skip(start_batch)`, kept in the graph even for 0 (tf.data would drop a no-op
+  skip), so an iterator saved by a run that started at batch n restores into the same
+  pipeline built at batch 0."""
+  options = tf.data.Options()
+  options.experimental_optimization.noop_elimination = False
+  return ds.skip(start_batch).with_options(options)

@@ -8,8 +8,8 @@
 Token 0 is padding in the encoder inputs. The seam for prompt methods is
 `encoder_prompt`: a module mapping `(embedded [batch, length, embed], mask [batch,
 length], tokens, task_ids, embedding [vocab, embed])` to a new `(embedded, mask)`,
-called between the token embedding and the encoder stack. Its parameters live under `encoder_prompt/`, beside
-the model's own tree, so the model tree stays exactly T5X's.
+called between the token embedding and the encoder stack. Its parameters live under
+`encoder_prompt/`, beside the model's own tree, so the model tree stays exactly T5X's.
 """
 from __future__ import annotations
 

@@ -2,11 +2,14 @@
 
     <model_dir>/config.json             the T5Config and run settings (`save_model_config`)
     <model_dir>/checkpoints/<step>/     params/ and opt_state/ (orbax trees), progress/ (JSON:
-                                        step and data position)
+                                        step and data position), data_iterator/ (optional: each
+                                        process's tf.data iterator, `tf.train.Checkpoint`)
     <model_dir>/prompts/step_<N>.npy    the prompt at every checkpoint (prompt tuning)
 
 Only the train state is saved: the trainable parameters and their optimiser state,
-never the frozen model, so a prompt-tuning checkpoint is a few kilobytes.
+never the frozen model, so a prompt-tuning checkpoint is a few kilobytes. A run can add
+its input pipeline's iterator (shuffle and prefetch buffers: megabytes), so resuming
+does not re-read the data stream up to the data position.
 `orbax.checkpoint.CheckpointManager` does the work: saves are atomic (written to a
 temporary folder, renamed when complete), asynchronous, and old steps are dropped
 beyond `keep`.
@@ -16,9 +19,11 @@ full fine-tuning) with `prompt_tuning.io.load_pretrained`.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
+import os
 import pathlib
 from typing import Any, Optional
 
@@ -40,6 +45,7 @@ PROMPTS = "prompts"
 CONFIG_FILE = "config.json"
 CONFIG_FORMAT = "prompt_tuning.model_dir/1"
 PARAMS, OPT_STATE, PROGRESS = "params", "opt_state", "progress"
+DATA_ITERATOR = "data_iterator"
 PROMPT_PATH = ("encoder_prompt", "prompt")
 # Top-level parameter trees of prompt modules, beside T5's own.
 PROMPT_MODULES = ("encoder_prompt",)
@@ -49,9 +55,47 @@ class CheckpointSaveError(RuntimeError):
   """A checkpoint could not be written; the previous ones are intact."""
 
 
+def _iterator_prefix(directory) -> str:
+  """Where this process's iterator lies in an item folder; the name holds the process
+  count, since another number of hosts reads other shards of the data."""
+  return os.fspath(pathlib.Path(directory) / f"process_{jax.process_index()}_of_"
+                                             f"{jax.process_count()}")
+
+
+class DataIteratorHandler(ocp.CheckpointHandler):
+  """Writes and reads a `tf.data` iterator's state with `tf.train.Checkpoint`, one file
+  set per process. Synchronous: orbax runs it before `save` returns, while the iterator
+  still stands at the saved data position."""
+
+  def save(self, directory, args: "DataIteratorSave"):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.train.Checkpoint(iterator=args.iterator).write(_iterator_prefix(directory))
+
+  def restore(self, directory, args: "DataIteratorRestore"):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    prefix = _iterator_prefix(directory)
+    if not pathlib.Path(prefix + ".index").exists():
+      raise CheckpointError(f"{directory} holds no data iterator for process "
+                            f"{jax.process_index()} of {jax.process_count()}")
+    tf.train.Checkpoint(iterator=args.iterator).read(prefix).assert_consumed()
+    return args.iterator
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataIteratorSave(ocp.args.CheckpointArgs):
+  iterator: Any
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorRestore(ocp.args.CheckpointArgs):
+  iterator: Any
+
+
 def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
   return {PARAMS: ocp.PyTreeCheckpointHandler(), OPT_STATE: ocp.PyTreeCheckpointHandler(),
-          PROGRESS: ocp.JsonCheckpointHandler()}
+          PROGRESS: ocp.JsonCheckpointHandler(), DATA_ITERATOR: DataIteratorHandler()}
 
 
 def _key_name(key) -> str:
@@ -128,7 +172,9 @@ class Checkpointer:
 
       ckpt = Checkpointer(model_dir, keep=3)
       ckpt.save(step, state, data_position)        # returns at once; writes in background
+      ckpt.save(step, state, data_position, data_iterator=it)   # also the tf.data iterator
       state, data_position = ckpt.restore(abstract_state(program))
+      ckpt.restore_data_iterator(it, step)          # False: none saved; skip to data_position
       ckpt.close()
 
   A save that fails (a full disk) raises `CheckpointSaveError` from `save` or, for an
@@ -157,13 +203,16 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: TrainState, data_position: int, force: bool = False) -> bool:
+  def save(self, step: int, state: TrainState, data_position: int, force: bool = False,
+           data_iterator: Any = None) -> bool:
     """Saves `state` (trainable params, opt state, step) and the data position as `step`.
 
     `data_position` is the number of batches consumed, so a resumed run reads on from
-    there. Returns False (and writes nothing) when `step` is already saved or, without
-    `force`, is not newer than the latest checkpoint. Writes `prompts/step_<step>.npy`
-    too when the trainable parameters hold `encoder_prompt/prompt`.
+    there. `data_iterator`, a `tf.data` iterator standing at that position, is saved too
+    when given (before this returns). Returns False (and writes nothing) when `step` is
+    already saved or, without `force`, is not newer than the latest checkpoint. Writes
+    `prompts/step_<step>.npy` too when the trainable parameters hold
+    `encoder_prompt/prompt`.
     """
     if not isinstance(state, TrainState):
       raise TypeError(f"save expects a TrainState, got {type(state).__name__}")
@@ -178,9 +227,12 @@ class Checkpointer:
     prompt = _prompt_of(state.params)
     prompt = None if prompt is None else _host_array(prompt)
     progress = {"step": _host_scalar(state.step), "data_position": data_position}
-    args = ocp.args.Composite(**{PARAMS: ocp.args.PyTreeSave(state.params),
-                                 OPT_STATE: ocp.args.PyTreeSave(state.opt_state),
-                                 PROGRESS: ocp.args.JsonSave(progress)})
+    items = {PARAMS: ocp.args.PyTreeSave(state.params),
+             OPT_STATE: ocp.args.PyTreeSave(state.opt_state),
+             PROGRESS: ocp.args.JsonSave(progress)}
+    if data_iterator is not None:
+      items[DATA_ITERATOR] = DataIteratorSave(data_iterator)
+    args = ocp.args.Composite(**items)
     try:
       saved = self._manager.save(step, args=args, force=force)
     except Exception as e:  # pylint: disable=broad-except
@@ -231,6 +283,29 @@ class Checkpointer:
     state = TrainState(step=jax.device_put(step_value, abstract_state.step.sharding),
                        params=restored[PARAMS], opt_state=restored[OPT_STATE])
     return state, int(progress["data_position"])
+
+  def restore_data_iterator(self, iterator: Any, step: int) -> bool:
+    """Restores `iterator`, a fresh iterator over the same tf.data pipeline, to where the
+    iterator saved with `step` stood. Returns False, leaving `iterator` as it was, when
+    that checkpoint holds none for this process and process count; the caller then
+    skips to the data position instead. Raises `CheckpointError` when the saved state
+    does not fit the pipeline (another task, lengths or batch size)."""
+    self._finish_pending()
+    step = _resolve_step(self._manager, self.directory, step)
+    if not pathlib.Path(_iterator_prefix(self.directory / str(step) / DATA_ITERATOR)
+                        + ".index").exists():
+      return False
+    try:
+      self._manager.restore(step, args=ocp.args.Composite(
+          **{DATA_ITERATOR: DataIteratorRestore(iterator)}))
+    except Exception as e:  # pylint: disable=broad-except
+      detail = " ".join(str(e).split())[:300]
+      raise CheckpointError(
+          f"the data iterator saved with checkpoint {self.directory}/{step} does not fit this "
+          f"run's input pipeline: {detail}. Resume with the task, lengths and batch size it "
+          f"was saved with, or delete {self.directory / str(step) / DATA_ITERATOR} to skip "
+          "to the data position instead") from e
+    return True
 
   def wait_until_finished(self) -> None:
     """Blocks until a background save is on disk; raises CheckpointSaveError if it failed."""

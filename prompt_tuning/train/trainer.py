@@ -223,10 +223,15 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
           loss_config: step_lib.LossConfig = step_lib.LossConfig(),
           mesh_shape: Sequence[int] = (-1, 1), seed: int = 0, pack: bool = False,
           keep_checkpoints: int = 3, log_period: int = 10,
-          max_encoder_length: Optional[int] = None) -> dict[str, float]:
+          max_encoder_length: Optional[int] = None,
+          save_data_iterator: bool = False) -> dict[str, float]:
   """Trains until the absolute step `train_steps`, resuming from `model_dir` if it can.
 
-  Returns the last evaluation's metrics (empty when evaluation is off).
+  A resumed run reads on from the checkpoint's data position: it restores the input
+  pipeline's iterator when the checkpoint holds one (`save_data_iterator=True` saves it,
+  megabytes per checkpoint), and otherwise re-reads the stream up to that position
+  (the same batches, but slow after many steps). Returns the last evaluation's metrics
+  (empty when evaluation is off).
   """
   name = task_name(mixture_or_task_name)
   from prompt_tuning.data import get_dataset
@@ -248,9 +253,24 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
     return results
 
   shard = seqio.ShardInfo(jax.process_index(), jax.process_count())
-  batches = get_dataset(name, "train", task_feature_lengths, batch_size // jax.process_count(),
-                        shuffle=True, seed=seed, pack=pack, shard_info=shard,
-                        start_batch=run.data_position).as_numpy_iterator()
+  dataset = lambda start_batch: get_dataset(
+      name, "train", task_feature_lengths, batch_size // jax.process_count(), shuffle=True,
+      seed=seed, pack=pack, shard_info=shard, start_batch=start_batch)
+  iterator = None
+  if start:
+    iterator = iter(dataset(0))
+    if run.checkpointer.restore_data_iterator(iterator, start):
+      print(f"resuming the data stream at batch {run.data_position} from checkpoint "
+            f"{start}'s data iterator", flush=True)
+    else:
+      iterator = None
+  if iterator is None:
+    if run.data_position:
+      print(f"re-reading the data stream up to batch {run.data_position} (checkpoint "
+            f"{start} has no data iterator; train.save_data_iterator=True saves one)",
+            flush=True)
+    iterator = iter(dataset(run.data_position))
+  batches = ({k: v.numpy() for k, v in batch.items()} for batch in iterator)
   tokens_per_batch = batch_size * (task_feature_lengths["inputs"]
                                    + task_feature_lengths["targets"])
   state, position, results = run.state, run.data_position, {}
@@ -278,7 +298,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
       state = new_state
       logger.progress(done)
       if save:  # the loss of this step was checked above: never save a NaN state
-        run.checkpointer.save(done, state, position)
+        run.checkpointer.save(done, state, position,
+                              data_iterator=iterator if save_data_iterator else None)
         last_saved = done
       if evaluators and (done % eval_period == 0 or done == train_steps):
         run.state = state

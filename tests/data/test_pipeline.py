@@ -55,18 +55,21 @@ def test_same_seed_same_stream_and_start_batch_resumes_it(corpus_cache, default_
 
 
 def test_iterator_state_can_be_checkpointed(corpus_cache, default_vocab, tmp_path):
-  def iterator():
-    return iter(get_dataset(_span_corruption(), "train", LENGTHS, 8, seed=2))
+  """Saved by a run that itself started at batch 2, restored into one built at batch 0."""
+  def iterator(start_batch=0):
+    return iter(get_dataset(_span_corruption(), "train", LENGTHS, 8, seed=2,
+                            start_batch=start_batch))
 
-  first = iterator()
-  for _ in range(3):
-    next(first)
+  first = iterator(start_batch=2)
+  next(first)
   path = tf.train.Checkpoint(it=first).save(str(tmp_path / "data"))
   expected = [next(first)["encoder_input_tokens"].numpy() for _ in range(2)]
+  uninterrupted = [b["encoder_input_tokens"].numpy() for b, _ in zip(iterator(), range(5))]
   second = iterator()
-  tf.train.Checkpoint(it=second).restore(path)
-  for want in expected:
+  tf.train.Checkpoint(it=second).restore(path).assert_consumed()
+  for want, batch in zip(expected, uninterrupted[3:]):
     assert np.array_equal(next(second)["encoder_input_tokens"].numpy(), want)
+    assert np.array_equal(batch, want)
 
 
 def test_epochs_come_in_different_orders(corpus_cache, default_vocab):

@@ -137,7 +137,8 @@ def test_beam_reordering_moves_the_self_attention_caches_and_leaves_the_encoders
   for name in layers:
     layer = cache["decoder"][name]
     before, after = layer["self_attention"], moved["decoder"][name]["self_attention"]
-    np.testing.assert_array_equal(after["cached_key"], np.asarray(before["cached_key"])[[1, 1, 3, 2]])
+    np.testing.assert_array_equal(after["cached_key"],
+                                  np.asarray(before["cached_key"])[[1, 1, 3, 2]])
     cross = layer["encoder_decoder_attention"]
     assert moved["decoder"][name]["encoder_decoder_attention"]["cross_key"] is cross["cross_key"]
     # ...which is right because one example's beams share them.

@@ -101,6 +101,42 @@ def test_round_trip_is_bit_exact_and_holds_no_frozen_weights(run, tmp_path):
   ckpt.close()
 
 
+def _pipeline(skip=0):
+  """A shuffled, batched, prefetched stream, as the trainer's input pipeline is."""
+  import tensorflow as tf
+  from prompt_tuning.data.pipeline import skip_batches
+  return skip_batches(tf.data.Dataset.range(1000).shuffle(50, seed=0).batch(4), skip).prefetch(2)
+
+
+def test_data_iterator_resumes_where_it_was_saved(run, tmp_path):
+  import tensorflow as tf
+  state = run[1]()
+  iterator = iter(_pipeline(skip=3))  # a run that itself resumed by skipping
+  for _ in range(5):
+    next(iterator)
+  ckpt = checkpoints.Checkpointer(tmp_path, keep=3)  # asynchronous, as in training
+  assert ckpt.save(8, state, data_position=8, data_iterator=iterator)
+  # Reading on at once must not change what was saved.
+  expected = [next(iterator).numpy() for _ in range(3)]
+  assert ckpt.save(11, state, data_position=11)  # this one without the iterator
+  ckpt.wait_until_finished()
+  assert (tmp_path / "checkpoints" / "8" / "data_iterator").is_dir()
+  assert not (tmp_path / "checkpoints" / "11" / "data_iterator").exists()
+
+  fresh = iter(_pipeline())  # built at batch 0: the same structure
+  assert ckpt.restore_data_iterator(fresh, 8)
+  for want in expected:
+    np.testing.assert_array_equal(next(fresh).numpy(), want)
+  untouched = iter(_pipeline())
+  assert not ckpt.restore_data_iterator(untouched, 11)
+  np.testing.assert_array_equal(next(untouched).numpy(), next(iter(_pipeline())).numpy())
+  with pytest.raises(io.CheckpointError, match="does not fit this run's input pipeline"):
+    ckpt.restore_data_iterator(iter(tf.data.Dataset.range(10).batch(2)), 8)
+  with pytest.raises(io.CheckpointError, match="step 9 does not exist"):
+    ckpt.restore_data_iterator(iter(_pipeline()), 9)
+  ckpt.close()
+
+
 def test_retention_keeps_the_newest(run, tmp_path):
   state = run[1]()
   ckpt = checkpoints.Checkpointer(tmp_path, keep=2, async_save=False)
