@@ -1,0 +1,92 @@
+"""Cached greedy decoding under two XLA compile settings, alternating in one process.
+
+  python scripts/bench_decode.py --json=decode_ab.json
+  python scripts/bench_decode.py --preset=t5_1_1_mini --prompt=20
+
+`prompt_tuning.models.decoding.generate` is compiled twice for the same model, prompt and
+inputs: once with XLA's defaults (A) and once with `--options` as per-compilation
+options (B; default: YNNPACK fusions off, `xla_cpu_experimental_ynn_fusion_type=""`).
+Each round times one call of each, A B then B A, after 0.2 s of idle; the report is the
+median time of each and the median of the per-round B / A ratios, and whether both
+emitted the same tokens. Weights are random and T5-scaled, as in `benchmark.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from statistics import median
+
+SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(SCRIPTS), SCRIPTS]
+
+YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def run(args) -> dict:
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from bench_workers import _random_params
+  from prompt_tuning.models import decoding, get_config
+  from prompt_tuning.prompts import prompted_t5
+  from prompt_tuning.train import step as step_lib
+
+  cfg = get_config(args.preset, dropout_rate=0.0, dtype="float32")
+  model = prompted_t5(cfg, args.prompt)
+  params = jax.tree.map(jnp.asarray, _random_params(
+      nn.meta.unbox(step_lib.abstract_params(model)), cfg.head_dim))
+  rng = np.random.RandomState(1)
+  tokens = jnp.asarray(rng.randint(2, cfg.vocab_size, (args.batch, args.inputs)), jnp.int32)
+  lowered = decoding.generate.lower(model, params, tokens, max_decode_length=args.new_tokens,
+                                    eos_id=-1)  # never stop early: always N tokens
+  compiled = {"A": lowered.compile(), "B": lowered.compile(compiler_options=args.options)}
+  emitted = {name: np.asarray(fn(params, tokens)[0]) for name, fn in compiled.items()}
+  seconds = {"A": [], "B": []}
+  for r in range(args.rounds):
+    for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
+      time.sleep(args.gap)
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled[name](params, tokens))
+      seconds[name].append(time.perf_counter() - t0)
+  ratios = [b / a for a, b in zip(seconds["A"], seconds["B"])]
+  return {"shape": {"preset": args.preset, "batch": args.batch, "inputs": args.inputs,
+                    "prompt": args.prompt, "new_tokens": args.new_tokens},
+          "options_b": args.options, "rounds": args.rounds,
+          "seconds_a": median(seconds["A"]), "seconds_b": median(seconds["B"]),
+          "b_over_a": median(ratios), "ratios": ratios,
+          "same_tokens": bool(np.array_equal(emitted["A"], emitted["B"])),
+          "device": jax.devices()[0].device_kind}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="t5_1_1_small")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--inputs", type=int, default=128)
+  parser.add_argument("--prompt", type=int, default=100)
+  parser.add_argument("--new_tokens", type=int, default=32)
+  parser.add_argument("--rounds", type=int, default=10)
+  parser.add_argument("--gap", type=float, default=0.2, help="idle seconds before each call")
+  parser.add_argument("--options", type=json.loads, default=YNN_OFF,
+                      help="B's XLA compile options as JSON (default: YNNPACK fusions off)")
+  parser.add_argument("--json", help="write the report here")
+  args = parser.parse_args(argv)
+  if args.rounds < 1:
+    parser.error("--rounds must be >= 1")
+  report = run(args)
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump(report, f, indent=2)
+  print(f"{args.preset}, batch {args.batch}, {args.inputs} inputs + {args.prompt} prompt, "
+        f"{args.new_tokens} new tokens: A {report['seconds_a']:.3f} s, "
+        f"B {report['seconds_b']:.3f} s, B / A {report['b_over_a']:.3f} (median of "
+        f"{args.rounds} rounds); same tokens: {report['same_tokens']}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
