@@ -62,6 +62,10 @@ def _iterator_prefix(directory) -> str:
                                              f"{jax.process_count()}")
 
 
+def _iterator_saved(directory) -> bool:
+  return pathlib.Path(_iterator_prefix(directory) + ".index").exists()
+
+
 class DataIteratorHandler(ocp.CheckpointHandler):
   """Writes and reads a `tf.data` iterator's state with `tf.train.Checkpoint`, one file
   set per process. Synchronous: orbax runs it before `save` returns, while the iterator
@@ -73,11 +77,11 @@ class DataIteratorHandler(ocp.CheckpointHandler):
 
   def restore(self, directory, args: "DataIteratorRestore"):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    prefix = _iterator_prefix(directory)
-    if not pathlib.Path(prefix + ".index").exists():
+    if not _iterator_saved(directory):
       raise CheckpointError(f"{directory} holds no data iterator for process "
                             f"{jax.process_index()} of {jax.process_count()}")
-    tf.train.Checkpoint(iterator=args.iterator).read(prefix).assert_consumed()
+    tf.train.Checkpoint(iterator=args.iterator).read(
+        _iterator_prefix(directory)).assert_consumed()
     return args.iterator
 
 
@@ -284,17 +288,21 @@ class Checkpointer:
                        params=restored[PARAMS], opt_state=restored[OPT_STATE])
     return state, int(progress["data_position"])
 
+  def has_data_iterator(self, step: int) -> bool:
+    """Whether checkpoint `step` holds a data iterator for this process and process count."""
+    self._finish_pending()
+    step = _resolve_step(self._manager, self.directory, step)
+    return _iterator_saved(self.directory / str(step) / DATA_ITERATOR)
+
   def restore_data_iterator(self, iterator: Any, step: int) -> bool:
     """Restores `iterator`, a fresh iterator over the same tf.data pipeline, to where the
     iterator saved with `step` stood. Returns False, leaving `iterator` as it was, when
     that checkpoint holds none for this process and process count; the caller then
     skips to the data position instead. Raises `CheckpointError` when the saved state
     does not fit the pipeline (another task, lengths or batch size)."""
-    self._finish_pending()
-    step = _resolve_step(self._manager, self.directory, step)
-    if not pathlib.Path(_iterator_prefix(self.directory / str(step) / DATA_ITERATOR)
-                        + ".index").exists():
+    if not self.has_data_iterator(step):
       return False
+    step = int(step)
     try:
       self._manager.restore(step, args=ocp.args.Composite(
           **{DATA_ITERATOR: DataIteratorRestore(iterator)}))

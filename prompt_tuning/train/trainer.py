@@ -253,23 +253,22 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
     return results
 
   shard = seqio.ShardInfo(jax.process_index(), jax.process_count())
-  dataset = lambda start_batch: get_dataset(
+  # A saved iterator restores into the pipeline built at batch 0; without one, skip.
+  from_iterator = bool(start) and run.checkpointer.has_data_iterator(start)
+  iterator = iter(get_dataset(
       name, "train", task_feature_lengths, batch_size // jax.process_count(), shuffle=True,
-      seed=seed, pack=pack, shard_info=shard, start_batch=start_batch)
-  iterator = None
-  if start:
-    iterator = iter(dataset(0))
-    if run.checkpointer.restore_data_iterator(iterator, start):
-      print(f"resuming the data stream at batch {run.data_position} from checkpoint "
-            f"{start}'s data iterator", flush=True)
-    else:
-      iterator = None
-  if iterator is None:
-    if run.data_position:
-      print(f"re-reading the data stream up to batch {run.data_position} (checkpoint "
-            f"{start} has no data iterator; train.save_data_iterator=True saves one)",
-            flush=True)
-    iterator = iter(dataset(run.data_position))
+      seed=seed, pack=pack, shard_info=shard,
+      start_batch=0 if from_iterator else run.data_position))
+  if from_iterator:
+    if not run.checkpointer.restore_data_iterator(iterator, start):
+      raise checkpoints.CheckpointError(f"checkpoint {start}'s data iterator vanished while "
+                                        "resuming; rerun to skip to the data position")
+    print(f"resuming the data stream at batch {run.data_position} from checkpoint "
+          f"{start}'s data iterator", flush=True)
+  elif run.data_position:
+    print(f"re-reading the data stream up to batch {run.data_position} (checkpoint "
+          f"{start} has no data iterator; train.save_data_iterator=True saves one)",
+          flush=True)
   batches = ({k: v.numpy() for k, v in batch.items()} for batch in iterator)
   tokens_per_batch = batch_size * (task_feature_lengths["inputs"]
                                    + task_feature_lengths["targets"])

@@ -122,6 +122,7 @@ def test_data_iterator_resumes_where_it_was_saved(run, tmp_path):
   ckpt.wait_until_finished()
   assert (tmp_path / "checkpoints" / "8" / "data_iterator").is_dir()
   assert not (tmp_path / "checkpoints" / "11" / "data_iterator").exists()
+  assert ckpt.has_data_iterator(8) and not ckpt.has_data_iterator(11)
 
   fresh = iter(_pipeline())  # built at batch 0: the same structure
   assert ckpt.restore_data_iterator(fresh, 8)
