@@ -98,12 +98,13 @@ def _check_preset_matches(preset: str, config: T5Config, path: str) -> None:
                      "preset fragment, the checkpoint's own config.json is used")
 
 
-def load_base_model(spec: ModelSpec, seed: int = 0,
-                    vocab_size: Optional[int] = None) -> tuple[T5Config, Any]:
+def load_base_model(spec: ModelSpec, seed: int = 0, vocab_size: Optional[int] = None,
+                    init_params: bool = True) -> tuple[T5Config, Any]:
   """The base model's config and host parameters, from a checkpoint or a random init.
 
   `vocab_size` is the task vocabulary's: a model from scratch gets that many embedding
   rows (rounded up to a multiple of 128), a checkpoint must have at least that many.
+  With `init_params=False` a model from scratch is not initialised (params are None).
   """
   if spec.initial_checkpoint_path:
     path = os.path.expanduser(spec.initial_checkpoint_path)
@@ -124,9 +125,14 @@ def load_base_model(spec: ModelSpec, seed: int = 0,
   overrides = {k: v for k, v in (("dropout_rate", spec.dropout_rate), ("dtype", spec.dtype))
                if v is not None}
   config = config.replace(**overrides)
-  if params is None:
-    params = jax.device_get(unbox(jax.jit(T5(config).init_params)(jax.random.PRNGKey(seed))))
+  if params is None and init_params:
+    params = random_params(config, seed)
   return config, params
+
+
+def random_params(config: T5Config, seed: int) -> Any:
+  """A random initialisation of the whole model, on the host."""
+  return jax.device_get(unbox(jax.jit(T5(config).init_params)(jax.random.PRNGKey(seed))))
 
 
 def build_model(config: T5Config, spec: ModelSpec) -> T5:
@@ -160,7 +166,11 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
   `for_training=False` (eval, infer) only the trainable parameters are read back, so the
   optimiser a run was trained with does not matter.
   """
-  config, base_params = load_base_model(spec, seed, vocab_size)
+  # Everything that can refuse the configuration runs before the checkpoint folder is
+  # opened. The starting weights come after: a whole model resuming from its checkpoint
+  # needs none, and initialising, placing and giving them an optimiser state would only
+  # hold a second copy of the state while the checkpoint is read.
+  config, base_params = load_base_model(spec, seed, vocab_size, init_params=False)
   mesh = partitioning.make_mesh(mesh_shape)
   partitioning.check_batch_size(batch_size, mesh)
   if spec.mode == "prompt":
@@ -168,25 +178,38 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
   model = build_model(config, spec)
   program = step_lib.build(model, optimizer, mesh, step_lib.abstract_params(model),
                            spec.trainable, loss_config, learning_rate, seed)
-  if spec.mode == "prompt":
-    frozen = base_params
-    trainable = unbox(init_prompt_params(model, base_params, jax.random.PRNGKey(seed + 1)))
-  else:
-    trainable, frozen = base_params, {}
-  state, frozen = program.init_state(trainable, frozen)
-  position, checkpointer = 0, None
+  checkpointer, resume_step = None, None
   if restore and for_training:
     checkpointer = checkpoints.Checkpointer(model_dir, keep=keep_checkpoints)
-    checkpoints.save_model_config(model_dir, config, {"mode": spec.mode})
-    step = restore_step if restore_step is not None else checkpointer.latest_step()
-    if step is not None:
-      state, position = checkpointer.restore(checkpoints.abstract_state(program), step)
-      logging.info("restored step %d from %s", int(state.step), model_dir)
-  elif restore:
-    step, params = checkpoints.read_params(model_dir, restore_step)
-    checkpoints.check_params_fit(params, state.params, f"{model_dir} step {step}")
-    state = state.replace(step=jax.numpy.asarray(step, jax.numpy.int32),
-                          params=partitioning.place(params, program.state_shardings.params))
+    resume_step = restore_step if restore_step is not None else checkpointer.latest_step()
+  try:
+    if spec.mode == "full" and resume_step is not None:
+      del base_params  # a checkpoint's weights, read for its config: free them first
+      state, frozen = None, {}
+    else:
+      if base_params is None:
+        base_params = random_params(config, seed)
+      if spec.mode == "prompt":
+        key = jax.random.PRNGKey(seed + 1)
+        state, frozen = program.init_state(
+            unbox(init_prompt_params(model, base_params, key)), base_params)
+      else:
+        state, frozen = program.init_state(base_params, {})
+    position = 0
+    if checkpointer is not None:
+      checkpoints.save_model_config(model_dir, config, {"mode": spec.mode})
+      if resume_step is not None:
+        state, position = checkpointer.restore(checkpoints.abstract_state(program), resume_step)
+        logging.info("restored step %d from %s", int(state.step), model_dir)
+    elif restore:
+      step, params = checkpoints.read_params(model_dir, restore_step)
+      checkpoints.check_params_fit(params, state.params, f"{model_dir} step {step}")
+      state = state.replace(step=jax.numpy.asarray(step, jax.numpy.int32),
+                            params=partitioning.place(params, program.state_shardings.params))
+  except BaseException:
+    if checkpointer is not None:
+      checkpointer.close()
+    raise
   return Run(config, model, program, state, frozen, checkpointer, position)
 
 
