@@ -2,7 +2,7 @@
 
   python scripts/results.py --out_dir=results [--lm_adapted=PATH] [--span_corruption=PATH]
       [--tasks=rotten_tomatoes,reuters_r8] [--seeds=0,1,2] [--train_steps=300]
-      [--only=GLOB[,GLOB...]] [--dry_run]
+      [--only=GLOB[,GLOB...]] [--binding=KEY=VALUE ...] [--dry_run]
 
 Every run is its own `python -m prompt_tuning.train` on `configs/quickstart.gin`
 (class-label init, prompt length 20, batch 16, 300 steps, no dropout) with the task, its
@@ -124,8 +124,9 @@ def effective_init(cell: Cell, num_labels: int) -> Optional[str]:
 
 
 def train_command(task: str, cell: Cell, seed: int, labels: Sequence[str], model_path: str,
-                  model_dir: str, train_steps: int) -> list[str]:
-  """The `python -m prompt_tuning.train` command line of one run."""
+                  model_dir: str, train_steps: int, extra: Sequence[str] = ()) -> list[str]:
+  """The `python -m prompt_tuning.train` command line of one run; `extra` are gin bindings
+  ("KEY=VALUE") bound after the cell's, e.g. another learning rate for every run."""
   inputs, targets = FEATURE_LENGTHS[task]
   files = ["configs/quickstart.gin"]
   init = effective_init(cell, len(labels))
@@ -141,7 +142,8 @@ def train_command(task: str, cell: Cell, seed: int, labels: Sequence[str], model
       "EVAL_PERIOD": train_steps, "CHECKPOINT_PERIOD": min(100, train_steps),
       "train.seed": seed, "train.keep_checkpoints": 1}
   return ([sys.executable, "-m", "prompt_tuning.train"]
-          + [f"--gin_file={f}" for f in files] + [f"--gin.{k}={v}" for k, v in bindings.items()])
+          + [f"--gin_file={f}" for f in files] + [f"--gin.{k}={v}" for k, v in bindings.items()]
+          + [f"--gin.{b}" for b in extra])
 
 
 # ---------------------------------------------------------------------------
@@ -540,6 +542,9 @@ def main(argv=None) -> int:
   parser.add_argument("--train_steps", type=int, default=300)
   parser.add_argument("--only", default=None,
                       help="comma-separated globs of cell names, e.g. 'prompt_lm,full'")
+  parser.add_argument("--binding", action="append", default=[], metavar="KEY=VALUE",
+                      help="a gin binding added to every run (repeatable), e.g. "
+                           "--binding=constant_schedule.value=0.03; use its own --out_dir")
   parser.add_argument("--dry_run", action="store_true",
                       help="print each run's status and command; train nothing")
   args = parser.parse_args(argv)
@@ -551,6 +556,9 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   except ValueError:
     parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+  bad = [b for b in args.binding if "=" not in b or not b.split("=", 1)[0].strip()]
+  if bad:
+    parser.error(f"--binding takes KEY=VALUE (a gin binding), got {', '.join(map(repr, bad))}")
   if not seeds or args.train_steps < 1:
     parser.error("give at least one seed and --train_steps >= 1")
   all_cells, groups = grid()
@@ -572,7 +580,8 @@ def main(argv=None) -> int:
           for t in tasks for c in cells for k in seeds]
   by_name = {c.name: c for c in cells}
   commands = [train_command(r["task"], by_name[r["cell"]], r["seed"], corpora.LABELS[r["task"]],
-                            paths[by_name[r["cell"]].model], r["model_dir"], args.train_steps)
+                            paths[by_name[r["cell"]].model], r["model_dir"], args.train_steps,
+                            args.binding)
               for r in runs]
   try:
     lock = None if args.dry_run else lock_out_dir(out_dir)
@@ -588,7 +597,7 @@ def main(argv=None) -> int:
     return 0
 
   settings = {"tasks": tasks, "seeds": seeds, "train_steps": args.train_steps,
-              "only": args.only, "recipe": "configs/quickstart.gin",
+              "only": args.only, "recipe": "configs/quickstart.gin", "bindings": args.binding,
               "feature_lengths": {t: FEATURE_LENGTHS[t] for t in tasks}}
   results = collect(runs, cells, groups, paths, splits, corpora.LABELS, settings)
   os.makedirs(out_dir, exist_ok=True)

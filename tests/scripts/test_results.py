@@ -57,6 +57,9 @@ def test_class_labels_that_do_not_fit_start_from_sampled_vocab():
   full = results.train_command("rotten_tomatoes", results.Cell("full", mode="full"), 0,
                                ["negative", "positive"], "/m", "/d", 10)
   assert full[3:5] == ["--gin_file=configs/quickstart.gin", "--gin_file=configs/full_finetune.gin"]
+  tuned = results.train_command("rotten_tomatoes", results.REFERENCE, 0, ["negative", "positive"],
+                                "/m", "/d", 10, extra=["constant_schedule.value=0.03"])
+  assert tuned[-1] == "--gin.constant_schedule.value=0.03"  # last, so it wins over the cell's
 
 
 def test_aggregate_matches_numpy():
@@ -247,6 +250,17 @@ def test_a_second_copy_on_the_same_out_dir_stops_before_training(reduced):
   finally:
     held.close()
   assert _script(args, root / "cache").returncode == 0  # free again once the first ends
+
+
+def test_bindings_reach_every_command_and_a_bad_one_is_refused(reduced):
+  root, args, _ = reduced
+  result = _script(args + ["--binding=constant_schedule.value=0.03", "--dry_run"], root / "cache")
+  assert result.returncode == 0, result.stderr[-3000:]
+  commands = [l for l in result.stdout.splitlines() if "prompt_tuning.train" in l]
+  assert len(commands) == 2
+  assert all(c.endswith("--gin.constant_schedule.value=0.03") for c in commands)
+  bad = _script(args + ["--binding=0.03", "--dry_run"], root / "cache")
+  assert bad.returncode == 2 and "--binding takes KEY=VALUE" in bad.stderr
 
 
 def test_model_paths_default_to_the_embedded_models_and_errors_say_what_to_pass(
