@@ -31,6 +31,24 @@ def test_report(tmp_path):
   assert "B / A" in result.stdout
 
 
+def test_train_step_report(tmp_path):
+  out = tmp_path / "ab.json"
+  result = _run("--program=train_step", "--preset=tiny", "--batch=2", "--inputs=8",
+                "--prompt=4", "--targets=4", "--rounds=2", "--gap=0", f"--json={out}",
+                cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report["program"] == "train_step"
+  assert report["shape"] == {"preset": "tiny", "batch": 2, "inputs": 8, "prompt": 4,
+                             "targets": 4}
+  assert len(report["ratios"]) == 2 and report["b_over_a"] == median(report["ratios"])
+  # Two compilations of one step from one state: the same loss up to float rounding.
+  losses = report["losses"]
+  assert losses["A"] > 0 and abs(losses["A"] - losses["B"]) <= 1e-4 * losses["A"]
+  assert report["loss_difference"] == abs(losses["A"] - losses["B"])
+  assert "prompt-tuning step" in result.stdout
+
+
 def test_bad_options_are_a_usage_error(tmp_path):
   result = _run("--preset=tiny", "--options={not json", cwd=tmp_path)
   assert result.returncode == 2 and "--options" in result.stderr
