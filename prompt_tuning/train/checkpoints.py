@@ -290,9 +290,13 @@ class Checkpointer:
 
   def has_data_iterator(self, step: int) -> bool:
     """Whether checkpoint `step` holds a data iterator for this process and process count."""
+    return self._data_iterator_step(step) is not None
+
+  def _data_iterator_step(self, step: Optional[int]) -> Optional[int]:
+    """`step` resolved (None: the latest) if it holds this process's iterator, else None."""
     self._finish_pending()
     step = _resolve_step(self._manager, self.directory, step)
-    return _iterator_saved(self.directory / str(step) / DATA_ITERATOR)
+    return step if _iterator_saved(self.directory / str(step) / DATA_ITERATOR) else None
 
   def restore_data_iterator(self, iterator: Any, step: int) -> bool:
     """Restores `iterator`, a fresh iterator over the same tf.data pipeline, to where the
@@ -300,9 +304,9 @@ class Checkpointer:
     that checkpoint holds none for this process and process count; the caller then
     skips to the data position instead. Raises `CheckpointError` when the saved state
     does not fit the pipeline (another task, lengths or batch size)."""
-    if not self.has_data_iterator(step):
+    step = self._data_iterator_step(step)
+    if step is None:
       return False
-    step = int(step)
     try:
       self._manager.restore(step, args=ocp.args.Composite(
           **{DATA_ITERATOR: DataIteratorRestore(iterator)}))
