@@ -13,8 +13,8 @@ emitted the same tokens. Weights are random and T5-scaled, as in `benchmark.py`.
 
 `--program=train_step` times the prompt-tuning train step of `benchmark.py` (the same
 batch, `--targets` target tokens) the same way; both compilations step one state in
-turn, and the report gives the largest difference between the losses of their first
-steps from the same state.
+turn, and the report gives the difference between the losses of their first steps
+from the same state.
 """
 from __future__ import annotations
 
@@ -53,19 +53,26 @@ def run(args) -> dict:
                                     eos_id=-1)  # never stop early: always N tokens
   compiled = {"A": lowered.compile(), "B": lowered.compile(compiler_options=args.options)}
   emitted = {name: np.asarray(fn(params, tokens)[0]) for name, fn in compiled.items()}
-  seconds = {"A": [], "B": []}
-  for r in range(args.rounds):
-    for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
-      time.sleep(args.gap)
-      t0 = time.perf_counter()
-      jax.block_until_ready(compiled[name](params, tokens))
-      seconds[name].append(time.perf_counter() - t0)
+  seconds = _alternate(args, lambda name: jax.block_until_ready(compiled[name](params, tokens)))
   return {"program": "generate",
           "shape": {"preset": args.preset, "batch": args.batch, "inputs": args.inputs,
                     "prompt": args.prompt, "new_tokens": args.new_tokens},
           **_summary(args, seconds),
           "same_tokens": bool(np.array_equal(emitted["A"], emitted["B"])),
           "device": jax.devices()[0].device_kind}
+
+
+def _alternate(args, call) -> dict:
+  """`{"A": [s, ...], "B": [...]}`: `call(name)` timed `args.rounds` times each, A B then
+  B A, after `args.gap` idle seconds."""
+  seconds = {"A": [], "B": []}
+  for r in range(args.rounds):
+    for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
+      time.sleep(args.gap)
+      t0 = time.perf_counter()
+      call(name)
+      seconds[name].append(time.perf_counter() - t0)
+  return seconds
 
 
 def _summary(args, seconds: dict) -> dict:
@@ -92,14 +99,11 @@ def _run_train_step(args) -> dict:
     start = jax.tree.map(lambda x: x.copy(), state)
     _, metrics = compiled[name](start, side.frozen, side.batch)
     losses[name] = float(metrics["loss"])
-  seconds = {"A": [], "B": []}
-  for r in range(args.rounds):
-    for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
-      time.sleep(args.gap)
-      t0 = time.perf_counter()
-      state, metrics = compiled[name](state, side.frozen, side.batch)
-      jax.block_until_ready((state, metrics))
-      seconds[name].append(time.perf_counter() - t0)
+  def step(name):  # each call steps the state the previous call left
+    nonlocal state
+    state, metrics = compiled[name](state, side.frozen, side.batch)
+    jax.block_until_ready((state, metrics))
+  seconds = _alternate(args, step)
   return {"program": "train_step",
           "shape": {"preset": args.preset, "batch": args.batch, "inputs": args.inputs,
                     "prompt": args.prompt, "targets": args.targets},
