@@ -7,6 +7,7 @@ from prompt_tuning.models import config as _config
 from prompt_tuning.prompts import initializers  # noqa: F401
 from prompt_tuning.train import optimizers, partitioning, step, trainer  # noqa: F401
 from prompt_tuning import assets  # noqa: F401  (embedded_model_path)
+from prompt_tuning import host_memory  # noqa: F401  (host_memory.retain_freed)
 
 gin.external_configurable(_config.get_config, "get_config")
 gin.external_configurable(_vocab.get_vocabulary, "get_vocabulary")

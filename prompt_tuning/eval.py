@@ -42,7 +42,8 @@ def evaluate(mixture_or_task_name=gin.REQUIRED,
 
 
 def main(argv=None) -> int:
-  return gin_utils.run(lambda: evaluate(), argv, prog="prompt_tuning.eval")
+  return gin_utils.run(lambda: evaluate(), argv, prog="prompt_tuning.eval",
+                       retain_freed_host_memory=True)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,12 @@ def configure(files: Sequence[str], bindings: Sequence[str], extra_paths: Sequen
 
 
 def run(main: Callable[[], object], argv: Optional[Sequence[str]] = None,
-        prog: str = "prompt_tuning.train") -> int:
-  """Configures gin from `argv`, runs `main()`, and turns known errors into one line."""
+        prog: str = "prompt_tuning.train", retain_freed_host_memory: bool = False) -> int:
+  """Configures gin from `argv`, runs `main()`, and turns known errors into one line.
+
+  `retain_freed_host_memory` is the command's default for `host_memory.retain_freed`
+  (see `prompt_tuning.host_memory`); a gin binding overrides it.
+  """
   argv = sys.argv[1:] if argv is None else argv
   if any(a in ("-h", "--help") for a in argv):
     print(USAGE.format(prog=prog))
@@ -97,6 +101,8 @@ def run(main: Callable[[], object], argv: Optional[Sequence[str]] = None,
     if not files and not bindings:
       raise UsageError("give at least one --gin_file")
     configure(files, bindings, paths)
+    from prompt_tuning import host_memory
+    host_memory.configure(default=retain_freed_host_memory)
     main()
   except UsageError as e:
     print(f"error: {e}\n\n{USAGE.format(prog=prog)}", file=sys.stderr)

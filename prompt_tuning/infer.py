@@ -77,7 +77,8 @@ def infer(output_file: str = gin.REQUIRED, model=gin.REQUIRED,
 
 
 def main(argv=None) -> int:
-  return gin_utils.run(lambda: infer(), argv, prog="prompt_tuning.infer")
+  return gin_utils.run(lambda: infer(), argv, prog="prompt_tuning.infer",
+                       retain_freed_host_memory=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
   python scripts/bench_decode.py --json=decode_ab.json
   python scripts/bench_decode.py --preset=t5_1_1_mini --prompt=20
   python scripts/bench_decode.py --program=train_step   # the prompt-tuning step instead
+  python scripts/bench_decode.py --retain_freed_host_memory   # as prompt_tuning.infer runs
 
 `prompt_tuning.models.decoding.generate` is compiled twice for the same model, prompt and
 inputs: once with XLA's defaults (A) and once with `--options` as per-compilation
@@ -41,6 +42,9 @@ def run(args) -> dict:
   from prompt_tuning.prompts import prompted_t5
   from prompt_tuning.train import step as step_lib
 
+  if args.retain_freed_host_memory:
+    from prompt_tuning import host_memory
+    host_memory.retain_freed_memory()
   if args.program == "train_step":
     return _run_train_step(args)
   cfg = get_config(args.preset, dropout_rate=0.0, dtype="float32")
@@ -78,6 +82,7 @@ def _alternate(args, call) -> dict:
 def _summary(args, seconds: dict) -> dict:
   ratios = [b / a for a, b in zip(seconds["A"], seconds["B"])]
   return {"options_b": args.options, "rounds": args.rounds,
+          "retain_freed_host_memory": args.retain_freed_host_memory,
           "seconds_a": median(seconds["A"]), "seconds_b": median(seconds["B"]),
           "b_over_a": median(ratios), "ratios": ratios}
 
@@ -125,6 +130,8 @@ def main(argv=None) -> int:
   parser.add_argument("--gap", type=float, default=0.2, help="idle seconds before each call")
   parser.add_argument("--options", type=json.loads, default=YNN_OFF,
                       help="B's XLA compile options as JSON (default: YNNPACK fusions off)")
+  parser.add_argument("--retain_freed_host_memory", action="store_true",
+                      help="glibc malloc keeps freed memory, as prompt_tuning.infer does")
   parser.add_argument("--json", help="write the report here")
   args = parser.parse_args(argv)
   if args.rounds < 1:

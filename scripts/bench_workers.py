@@ -138,7 +138,10 @@ class JaxTrain:
     from prompt_tuning.io.hf import write_hf_checkpoint
     from prompt_tuning.models import decoding
     from prompt_tuning.train.state import merge_params
+    from prompt_tuning import host_memory
     self.step = None  # free the train executable's buffers before decoding
+    if msg.get("retain_freed_host_memory"):  # as prompt_tuning.infer and eval do
+      host_memory.retain_freed_memory()
     write_hf_checkpoint(msg["dir"], self.cfg, self.jax.tree.map(np.asarray, self.frozen),
                         overwrite=True)
     np.save(os.path.join(msg["dir"], "prompt.npy"), self.prompt0)

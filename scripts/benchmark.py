@@ -104,6 +104,9 @@ def _env(framework, args):
       env["CUDA_VISIBLE_DEVICES"] = ""
     if args.torch_wait_policy:
       env.setdefault("OMP_WAIT_POLICY", args.torch_wait_policy)
+  if args.host_memory == "all":
+    # What prompt_tuning.host_memory.retain_freed_memory() sets, from the process's start.
+    env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**31 - 1))
   return env
 
 
@@ -186,7 +189,8 @@ def run(args) -> dict:
     decode = {}
     if "prompt" in workers and "peft" in workers:
       decode_dir = os.path.join(log_dir, "model")
-      decode["ours_first"] = workers["prompt"].call("decode_setup", dir=decode_dir)
+      decode["ours_first"] = workers["prompt"].call(
+          "decode_setup", dir=decode_dir, retain_freed_host_memory=args.host_memory == "infer")
       decode["hf_first"] = workers["peft"].call("decode_setup", dir=decode_dir)
       decode_s, _, decode_load = _alternate(workers, ["prompt", "peft"], args.decode_rounds,
                                             "decode", args.gap, deadline(0.9))
@@ -283,7 +287,7 @@ def summarize(args, shape, sides, first, step_s, extra, memory, decode, run_info
       "torch_optimizer": "torch.optim.AdamW", "torch_threads": run_info["threads"],
       "torch_omp_wait_policy": (os.environ.get("OMP_WAIT_POLICY") or args.torch_wait_policy
                                 or "OpenMP default"),
-      "xla_flags": args.xla_flags}
+      "xla_flags": args.xla_flags, "host_memory": args.host_memory}
   report["machine"] = {
       "cpu": platform.processor() or platform.machine(), "cores": run_info["threads"],
       "python": platform.python_version(),
@@ -383,6 +387,10 @@ def main(argv=None) -> int:
                            "when other processes share the cores: spinning torch then slows "
                            "down by 5-80x")
   parser.add_argument("--xla_flags", default="", help="extra XLA_FLAGS for our workers")
+  parser.add_argument("--host_memory", choices=("infer", "default", "all"), default="infer",
+                      help="glibc malloc: 'infer' retains freed memory in our worker from its "
+                           "decoding on, as prompt_tuning.infer and eval do; 'default' nowhere; "
+                           "'all' in every worker, torch's included, from its start")
   parser.add_argument("--json", default=None, help="write the report here")
   parser.add_argument("--markdown", default=None, help="write the tables here too")
   parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)

@@ -70,3 +70,17 @@ def test_markdown_is_written_and_printed(report):
   assert table == stdout
   assert "Prompt tuning: ours / PEFT (tokens/s)" in table
   assert "| prompt |" in table and "| peft |" in table
+
+
+def test_host_memory_setting(report, monkeypatch):
+  r, _, _ = report
+  assert r["settings"]["host_memory"] == "infer"  # our decoding as prompt_tuning.infer runs it
+  monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+  monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
+  import benchmark  # pylint: disable=import-outside-toplevel
+  args = benchmark.argparse.Namespace(xla_flags="", device="cpu", torch_wait_policy="",
+                                      host_memory="all")
+  for framework in ("jax", "torch"):
+    assert benchmark._env(framework, args)["MALLOC_MMAP_MAX_"] == "0"
+  args.host_memory = "infer"
+  assert "MALLOC_MMAP_MAX_" not in benchmark._env("torch", args)
