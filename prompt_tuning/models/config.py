@@ -114,6 +114,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "t5_1_1_mini": dict(vocab_size=8192, emb_dim=192, num_heads=3, head_dim=64, mlp_dim=512,
                         num_encoder_layers=3, num_decoder_layers=3,
                         mlp_activations=("gelu", "linear"), logits_via_embedding=False),
+    # Half the embedded size (about 3M parameters, 0.4x its compute per token): the
+    # README's model-size comparison.
+    "t5_1_1_micro": dict(vocab_size=8192, emb_dim=128, num_heads=2, head_dim=64, mlp_dim=384,
+                         num_encoder_layers=2, num_decoder_layers=2,
+                         mlp_activations=("gelu", "linear"), logits_via_embedding=False),
     "tiny": dict(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
                  num_encoder_layers=2, num_decoder_layers=2,
                  mlp_activations=("gelu", "linear"), logits_via_embedding=False),
