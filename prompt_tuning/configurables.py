@@ -1,7 +1,7 @@
 """Imports every gin-configurable of the package, so gin files can name them."""
 import gin
 
-from prompt_tuning import data  # noqa: F401  (tsv_classification_task, tasks)
+from prompt_tuning import data  # noqa: F401  (tsv_classification_task, tsv_text_task, tasks)
 from prompt_tuning.data import vocab as _vocab
 from prompt_tuning.models import config as _config
 from prompt_tuning.prompts import initializers  # noqa: F401

@@ -74,3 +74,25 @@ def test_pretrain_then_lm_adaptation(prepared, tmp_path):
   assert before.shape == after.shape and not np.array_equal(before, after)
   records = [json.loads(l) for l in (adapted / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
+
+
+def test_lm_adaptation_on_your_own_text(prepared, tmp_path):
+  # Domain adaptation: the prefix-LM recipe on the texts of a labelled TSV (labels unused).
+  model = write_random_model(str(tmp_path / "model"), "tiny")
+  adapted = tmp_path / "adapted"
+  _run("prompt_tuning.train", [
+      "--gin_file=configs/lm_adaptation.gin", f"--gin.MODEL_DIR='{adapted}'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{model}'", "--gin.TRAIN_STEPS=2",
+      "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=2",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}",
+      "--gin.MIXTURE_OR_TASK_NAME=@tsv_text_task()",
+      "--gin.tsv_text_task.name='reviews_prefix_lm'",
+      f"--gin.tsv_text_task.train='{corpora.corpus_path('rotten_tomatoes', 'train')}'",
+      f"--gin.tsv_text_task.validation="
+      f"'{corpora.corpus_path('rotten_tomatoes', 'validation')}'"])
+  _, before = load_pretrained(model)
+  _, after = load_pretrained(str(adapted))
+  kernel = lambda p: p["decoder"]["layers_0"]["mlp"]["wo"]["kernel"]
+  assert not np.array_equal(kernel(before), kernel(after))
+  config = (adapted / "config.gin").read_text()
+  assert "tsv_text_task.name = 'reviews_prefix_lm'" in config

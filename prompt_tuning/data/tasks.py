@@ -7,7 +7,8 @@
   (Lester et al.'s task-name-free T5 format) read with TFDS.
 - every classification task has a `<name>_rank_classification` twin for
   scoring each label.
-- `tsv_classification_task(...)`: classification on your own TSV files.
+- `tsv_classification_task(...)`: classification on your own TSV files;
+  `tsv_text_task(...)`: span corruption or prefix LM on their texts.
 
 Corpus files are located when a dataset is read, so registering never needs
 them; reading one that is not prepared raises corpora's "run prepare_data".
@@ -120,17 +121,26 @@ def register_classification(name: str, source: seqio.DataSource,
   return task
 
 
+# objective name -> the seqio preprocessor that makes (inputs, targets) from text.
+TEXT_OBJECTIVES = {"span_corruption": preprocessors.span_corruption,
+                   "prefix_lm": preprocessors.prefix_lm}
+
+
+def _text_preprocessors(objective: str, text_key: str = "text") -> list:
+  """Tokenize the `text_key` field, then cut it with `objective`."""
+  if objective not in TEXT_OBJECTIVES:
+    raise ValueError(f"Unknown objective {objective!r}; choose one of "
+                     f"{sorted(TEXT_OBJECTIVES)}.")
+  return [functools.partial(seqio.preprocessors.rekey, key_map={"targets": text_key}),
+          functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
+          TEXT_OBJECTIVES[objective], seqio.preprocessors.append_eos_after_trim]
+
+
 def _register_pretraining() -> None:
-  text_as_tokens = [
-      functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
-      functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
-  ]
-  for name, objective in [("pretrain_span_corruption", preprocessors.span_corruption),
-                          ("lm_adaptation_prefix_lm", preprocessors.prefix_lm)]:
+  for name, objective in [("pretrain_span_corruption", "span_corruption"),
+                          ("lm_adaptation_prefix_lm", "prefix_lm")]:
     _add(name, source=corpus_source("prose"),
-         preprocessors=text_as_tokens + [
-             objective, seqio.preprocessors.append_eos_after_trim],
-         metric_fns=[])
+         preprocessors=_text_preprocessors(objective), metric_fns=[])
 
 
 def register_all() -> None:
@@ -144,8 +154,10 @@ def register_all() -> None:
     register_classification(name, source, fields, labels)
 
 
-# name -> the arguments it was registered with, for tasks made from users' TSVs.
-_TSV_TASKS = {}
+# name -> the arguments it was registered with, and the task names it
+# registered, for tasks made from users' TSVs.
+_USER_TASKS = {}
+_USER_TASK_NAMES = {}
 
 
 def _check_labels(labels: Sequence[str]) -> list[str]:
@@ -184,21 +196,60 @@ def tsv_classification_task(name: str,
   paths = {split: os.path.abspath(path) for split, path in paths.items()}
   for path in paths.values():
     tsv.scan_tsv(path, [text_column], labels, label_column)
-  arguments = (paths, labels, text_column, label_column)
-  names = [name, name + RANK_SUFFIX]
-  if name in _TSV_TASKS:
-    if _TSV_TASKS[name] == arguments and name in seqio.TaskRegistry.names():
+  source = tsv.TsvDataSource(paths, [text_column], labels, label_column)
+  return _register_user_task(
+      name, (paths, labels, text_column, label_column),
+      lambda: register_classification(name, source, {text_column: text_column}, labels),
+      [name, name + RANK_SUFFIX])
+
+
+@gin.configurable
+def tsv_text_task(name: str,
+                  train: str,
+                  validation: str,
+                  objective: str = "prefix_lm",
+                  text_column: str = "text") -> seqio.Task:
+  """Registers and returns a self-supervised Task over the texts of your TSV files.
+
+  For pretraining (`objective="span_corruption"`, as `configs/pretrain.gin`) or
+  LM adaptation and domain adaptation (`"prefix_lm"`, as
+  `configs/lm_adaptation.gin`) on your own corpus: each row's `text_column` is
+  tokenized and cut into inputs and targets; other columns (a label) are
+  ignored. Files are checked now, as for `tsv_classification_task`; calling
+  again with the same arguments returns the registered task.
+  """
+  preprocessors_ = _text_preprocessors(objective, text_column)
+  paths = {"train": os.path.abspath(train), "validation": os.path.abspath(validation)}
+  for path in paths.values():
+    tsv.scan_tsv(path, [text_column])
+  source = tsv.TsvDataSource(paths, [text_column])
+  return _register_user_task(
+      name, (paths, objective, text_column),
+      lambda: _add(name, source=source, preprocessors=preprocessors_, metric_fns=[]),
+      [name])
+
+
+def _register_user_task(name: str, arguments: tuple, register, names: Sequence[str]
+                        ) -> seqio.Task:
+  """Registers the tasks `names` with `register()` unless `name` holds `arguments`.
+
+  A user task registered before with other arguments is replaced; a name that
+  other code registered is an error.
+  """
+  if name in _USER_TASKS:
+    if _USER_TASKS[name] == arguments and name in seqio.TaskRegistry.names():
       return seqio.TaskRegistry.get(name)
-    logging.info("Replacing TSV task %s: its arguments changed.", name)
-    for n in names:
+    logging.info("Replacing task %s: its arguments changed.", name)
+    for n in _USER_TASK_NAMES.pop(name):
       seqio.TaskRegistry.remove(n)
+    del _USER_TASKS[name]
   taken = [n for n in names if n in seqio.TaskRegistry.names()]
   if taken:
     raise ValueError(f"Task names {taken} are already registered by other code; "
-                     "choose another name for your TSV task.")
-  source = tsv.TsvDataSource(paths, [text_column], labels, label_column)
-  task = register_classification(name, source, {text_column: text_column}, labels)
-  _TSV_TASKS[name] = arguments
+                     "choose another name for your task.")
+  task = register()
+  _USER_TASKS[name] = arguments
+  _USER_TASK_NAMES[name] = list(names)
   return task
 
 

@@ -150,3 +150,67 @@ def test_tsv_classification_task_is_gin_configurable(tmp_path, default_vocab):
   finally:
     gin.clear_config()
   assert task.name == "gin_reviews" and task.splits == ("train", "validation")
+
+
+def test_tsv_text_task_cuts_your_texts_with_either_objective(tmp_path, default_vocab):
+  vocab = tasks.task_vocabulary()
+  texts = ["the film is a long and tender look at a family that will not speak",
+           "an hour of noise with a plot that never once finds its feet",
+           "funny and sad at once, and better for it"]
+  train = write_tsv(tmp_path / "train.tsv", ["label", "review"],
+                    [["positive", texts[0]], ["negative", texts[1]], ["positive", texts[2]]])
+  dev = write_tsv(tmp_path / "dev.tsv", ["label", "review"], [["positive", texts[2]]])
+  lengths = {"inputs": 16, "targets": 16}
+  encoded = [",".join(map(str, vocab.encode(t))) for t in texts]
+
+  prefix = prompt_tuning.data.tsv_text_task("my_text_lm", train, dev, text_column="review")
+  assert tasks.tsv_text_task("my_text_lm", train, dev, text_column="review") is prefix
+  examples = _examples("my_text_lm", "train", lengths)
+  assert len(examples) >= 3
+  for ex in examples:
+    assert ex["inputs"][-1] == vocab.eos_id and ex["targets"][-1] == vocab.eos_id
+    # The prefix and its continuation are one contiguous piece of one text.
+    piece = ",".join(map(str, np.concatenate([ex["inputs"][:-1], ex["targets"][:-1]])))
+    assert any(piece in e for e in encoded), piece
+  assert "label" not in examples[0] and "review" not in examples[0]
+
+  spans = tasks.tsv_text_task("my_text_spans", train, dev, objective="span_corruption",
+                              text_column="review")
+  assert spans is not prefix
+  for ex in _examples("my_text_spans", "validation", lengths):
+    assert ex["targets"][0] == vocab.vocab_size - 1  # <extra_id_0> opens the targets
+    assert vocab.vocab_size - 1 in ex["inputs"]
+
+  # Other arguments replace the task; a name other code registered is refused.
+  replaced = tasks.tsv_text_task("my_text_lm", train, dev, objective="span_corruption",
+                                 text_column="review")
+  assert replaced is not prefix and seqio.TaskRegistry.get("my_text_lm") is replaced
+  with pytest.raises(ValueError, match="already registered by other code"):
+    tasks.tsv_text_task("lm_adaptation_prefix_lm", train, dev, text_column="review")
+
+
+def test_tsv_text_task_rejects_bad_input(tmp_path, default_vocab):
+  train, dev = _user_files(tmp_path)
+  with pytest.raises(ValueError, match=r"Unknown objective 'mlm'.*prefix_lm"):
+    tasks.tsv_text_task("bad_objective", train, dev, objective="mlm")
+  with pytest.raises(ValueError, match="no column 'review'"):
+    tasks.tsv_text_task("bad_text_column", train, dev, text_column="review")
+  with pytest.raises(FileNotFoundError, match="nope.tsv"):
+    tasks.tsv_text_task("bad_text_path", train, str(tmp_path / "nope.tsv"))
+  assert not ({"bad_objective", "bad_text_column", "bad_text_path"}
+              & set(seqio.TaskRegistry.names()))
+
+
+def test_tsv_text_task_is_gin_configurable(tmp_path, default_vocab):
+  train, dev = _user_files(tmp_path)
+  try:
+    gin.parse_config([
+        "tsv_text_task.name = 'gin_text'",
+        f"tsv_text_task.train = '{train}'",
+        f"tsv_text_task.validation = '{dev}'",
+        "tsv_text_task.objective = 'span_corruption'",
+    ])
+    task = tasks.tsv_text_task()
+  finally:
+    gin.clear_config()
+  assert task.name == "gin_text" and task.splits == ("train", "validation")
