@@ -108,7 +108,11 @@ def test_padding_does_not_change_real_positions(pair):
   model = T5(config)
   short = model.apply({"params": params}, jnp.asarray(ENC[1:2, :4]), jnp.asarray(DEC[1:2]))
   padded = model.apply({"params": params}, jnp.asarray(ENC[1:2]), jnp.asarray(DEC[1:2]))
-  np.testing.assert_allclose(np.asarray(short), np.asarray(padded), rtol=1e-5, atol=1e-6)
+  # Float rounding only (padding changes the reduction's length and order: 1.5e-6 seen
+  # at logits of magnitude 5); attending to padding would move logits by far more.
+  padded = np.asarray(padded)
+  np.testing.assert_allclose(np.asarray(short), padded, rtol=1e-5,
+                             atol=1e-5 * np.abs(padded).max())
 
 
 def test_greedy_decoding_matches_generate(pair):
