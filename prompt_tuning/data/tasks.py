@@ -154,10 +154,9 @@ def register_all() -> None:
     register_classification(name, source, fields, labels)
 
 
-# name -> the arguments it was registered with, and the task names it
-# registered, for tasks made from users' TSVs.
+# name -> (the arguments it was registered with, the task names it registered), for
+# tasks made from users' TSVs.
 _USER_TASKS = {}
-_USER_TASK_NAMES = {}
 
 
 def _check_labels(labels: Sequence[str]) -> list[str]:
@@ -237,10 +236,11 @@ def _register_user_task(name: str, arguments: tuple, register, names: Sequence[s
   other code registered is an error.
   """
   if name in _USER_TASKS:
-    if _USER_TASKS[name] == arguments and name in seqio.TaskRegistry.names():
+    registered_arguments, registered_names = _USER_TASKS[name]
+    if registered_arguments == arguments and name in seqio.TaskRegistry.names():
       return seqio.TaskRegistry.get(name)
     logging.info("Replacing task %s: its arguments changed.", name)
-    for n in _USER_TASK_NAMES.pop(name):
+    for n in registered_names:
       seqio.TaskRegistry.remove(n)
     del _USER_TASKS[name]
   taken = [n for n in names if n in seqio.TaskRegistry.names()]
@@ -248,8 +248,7 @@ def _register_user_task(name: str, arguments: tuple, register, names: Sequence[s
     raise ValueError(f"Task names {taken} are already registered by other code; "
                      "choose another name for your task.")
   task = register()
-  _USER_TASKS[name] = arguments
-  _USER_TASK_NAMES[name] = list(names)
+  _USER_TASKS[name] = (arguments, list(names))
   return task
 
 
