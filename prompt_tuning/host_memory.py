@@ -25,6 +25,9 @@ import gin
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _INT_MAX = 2**31 - 1
+# The same two settings as the environment glibc reads when a process starts, for
+# processes launched with it (scripts/benchmark.py's workers, torch's included).
+ENVIRONMENT = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(_INT_MAX)}
 
 
 def _glibc() -> Optional[ctypes.CDLL]:

@@ -105,8 +105,9 @@ def _env(framework, args):
     if args.torch_wait_policy:
       env.setdefault("OMP_WAIT_POLICY", args.torch_wait_policy)
   if args.host_memory == "all":
-    # What prompt_tuning.host_memory.retain_freed_memory() sets, from the process's start.
-    env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**31 - 1))
+    # What host_memory.retain_freed_memory() sets, from the process's start.
+    from prompt_tuning import host_memory
+    env.update(host_memory.ENVIRONMENT)
   return env
 
 
