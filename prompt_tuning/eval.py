@@ -1,7 +1,8 @@
 """`python -m prompt_tuning.eval --gin_file=configs/prompt_eval.gin ...`: metrics of a prompt.
 
 The prompt comes from the latest (or `CHECKPOINT_STEP`) checkpoint in `MODEL_DIR`, or
-from `PROMPT_FILE` when that is set. Prints one line per metric, e.g. `accuracy: 0.8123`,
+from `PROMPT_FILE` when that is set. With `--gin.ModelSpec.mode="'full'"` and neither,
+the base model is evaluated as it is, with no prompt: its zero-shot accuracy. Prints one line per metric, e.g. `accuracy: 0.8123`,
 and writes them to `<MODEL_DIR>/eval_<split>.json` when there is a MODEL_DIR.
 """
 import json
@@ -23,12 +24,14 @@ def evaluate(mixture_or_task_name=gin.REQUIRED,
              eval_examples: Optional[int] = None) -> dict:
   from prompt_tuning.train import optimizers, trainer
   from prompt_tuning.train.step import LossConfig
-  if not model_dir and not prompt_file:
-    raise ValueError("set MODEL_DIR (a run's checkpoints) or PROMPT_FILE (a .npy prompt)")
+  zero_shot = model.mode == "full" and not model_dir
+  if not model_dir and not prompt_file and not zero_shot:
+    raise ValueError("set MODEL_DIR (a run's checkpoints) or PROMPT_FILE (a .npy prompt), "
+                     "or ModelSpec.mode = 'full' to evaluate the base model alone")
   name = trainer.task_name(mixture_or_task_name)
   run = trainer.set_up(model_dir or "", model, optimizers.adafactor(), mesh_shape, batch_size,
                        task_feature_lengths["inputs"], LossConfig(enable_dropout=False),
-                       restore_step=checkpoint_step, restore=not prompt_file,
+                       restore_step=checkpoint_step, restore=not (prompt_file or zero_shot),
                        for_training=False, vocab_size=trainer.task_vocab_size(name))
   evaluators = trainer.make_evaluators(run, name, eval_split, task_feature_lengths,
                                        batch_size, eval_examples)

@@ -40,10 +40,13 @@ def rank_classification_target(target: str,
 
 def rank_classification(targets: Sequence[tuple[int, int, bool]],
                         scores: Sequence[float],
-                        num_classes: int = 2) -> dict[str, float]:
+                        num_classes: int = 2,
+                        labels: Optional[Sequence[str]] = None) -> dict[str, float]:
   """Accuracy (and macro-F1 if `num_classes` > 2) of the best-scored candidate per idx.
 
-  `targets` are `rank_classification_target` tuples, one per scored candidate.
+  `targets` are `rank_classification_target` tuples, one per scored candidate. With
+  `labels` (the candidates' names, in index order) also `predicted/<label>`: the
+  share of examples given each label, which shows a model stuck on a class prior.
   """
   if len(targets) != len(scores):
     raise ValueError(f"{len(targets)} targets but {len(scores)} scores.")
@@ -63,4 +66,7 @@ def rank_classification(targets: Sequence[tuple[int, int, bool]],
   result = accuracy(truth, predicted)
   if num_classes > 2:
     result.update(macro_f1(truth, predicted))
+  if labels is not None:
+    for index, label in enumerate(labels):
+      result[f"predicted/{label}"] = float(np.mean([p == index for p in predicted]))
   return result

@@ -32,6 +32,11 @@ def test_rank_classification_groups_scores_by_idx():
   assert result["accuracy"] == pytest.approx(2 / 3)
   assert result["macro_f1"] == pytest.approx(metrics.macro_f1([1, 0, 2], [1, 1, 2])["macro_f1"])
   assert "macro_f1" not in metrics.rank_classification(list(targets)[:6], list(scores)[:6])
+  named = metrics.rank_classification(list(targets), list(scores), 3, labels=["a", "b", "c"])
+  assert named["predicted/a"] == 0.0
+  assert named["predicted/b"] == pytest.approx(2 / 3)
+  assert named["predicted/c"] == pytest.approx(1 / 3)
+  assert "predicted/a" not in result
   with pytest.raises(ValueError, match="no correct candidate"):
     metrics.rank_classification([(0, 0, False), (0, 1, False)], [0.0, 1.0])
 
