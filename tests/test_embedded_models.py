@@ -1,7 +1,7 @@
 """The embedded models under prompt_tuning/assets/: what the package ships and claims.
 
-Both are Hugging Face folders that transformers loads and computes the same logits from;
-together they fit 30 MB; the span-corruption model fills sentinels; LM adaptation made
+All three are Hugging Face folders that transformers loads and computes the same logits
+from; each fits 15 MB; the span-corruption model fills sentinels; LM adaptation made
 the adapted model the better prefix LM on held-out prose.
 """
 import pathlib
@@ -28,14 +28,13 @@ def models():
           for name in assets.EMBEDDED_MODELS}
 
 
-def test_both_are_shipped_in_the_hugging_face_layout_within_30_mb():
-  total = 0
+def test_each_is_shipped_in_the_hugging_face_layout_within_15_mb():
+  assert set(assets.EMBEDDED_MODELS) == {"t5_span_corruption", "t5_lm_adapted", "t5_multitask"}
   for name in assets.EMBEDDED_MODELS:
     path = pathlib.Path(assets.embedded_model_path(name))
     assert path.parent == assets.ASSETS_DIR
     assert sorted(p.name for p in path.iterdir()) == FILES
-    total += sum(p.stat().st_size for p in path.iterdir())
-  assert total <= 30_000_000
+    assert sum(p.stat().st_size for p in path.iterdir()) <= 15_000_000, name
 
 
 def test_unknown_or_missing_embedded_model_says_what_to_do(monkeypatch, tmp_path):

@@ -32,7 +32,7 @@ def test_quickstart_recipe_runs_on_the_embedded_model(prepared, tmp_path):
   accuracy = float(line[0].split(": ")[1])
   # Two labels, 1278 validation snippets: any accuracy is a fraction of them.
   assert 0.0 < accuracy < 1.0
-  config, _ = load_pretrained(embedded_model_path("t5_lm_adapted"))
+  config, _ = load_pretrained(embedded_model_path("t5_multitask"))
   assert checkpoints.load_model_config(model_dir)[0] == config
   assert np.load(model_dir / "prompts" / "step_6.npy").shape == (20, config.emb_dim)
 
@@ -45,6 +45,24 @@ def test_quickstart_recipe_on_a_model_of_yours(prepared, tmp_path):
       f"--gin.INITIAL_CHECKPOINT_PATH='{model}'", "--gin.TRAIN_STEPS=3",
       "--gin.EVAL_PERIOD=None", "--gin.CHECKPOINT_PERIOD=3"])
   assert np.load(model_dir / "prompts" / "step_3.npy").shape == (20, 32)
+
+
+def test_multitask_recipe_trains_the_whole_model_on_the_mixture(prepared, tmp_path):
+  from prompt_tuning.data import multitask
+  corpora.prepare(list(multitask.SOURCES), verbose=False)
+  model_dir = tmp_path / "multitask"
+  out = _run("prompt_tuning.train", [
+      "--gin_file=configs/multitask.gin", f"--gin.MODEL_DIR='{model_dir}'",
+      "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=2"]).stdout
+  assert "step 2:" in out
+  step, params = checkpoints.read_params(str(model_dir))
+  _, base = load_pretrained(embedded_model_path("t5_lm_adapted"))
+  assert step == 2
+  # Every weight trains: the encoder's first query kernel moved off the base model's.
+  moved = params["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+  assert not np.array_equal(np.asarray(moved, np.float32),
+                            np.asarray(base["encoder"]["layers_0"]["attention"]["query"]["kernel"],
+                                       np.float32))
 
 
 def test_pretrain_then_lm_adaptation(prepared, tmp_path):

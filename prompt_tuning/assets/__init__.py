@@ -4,7 +4,7 @@ import pathlib
 import gin
 
 ASSETS_DIR = pathlib.Path(__file__).resolve().parent
-EMBEDDED_MODELS = ("t5_lm_adapted", "t5_span_corruption")
+EMBEDDED_MODELS = ("t5_lm_adapted", "t5_span_corruption", "t5_multitask")
 
 
 @gin.configurable
