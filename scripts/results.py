@@ -1,6 +1,7 @@
 """Regenerates the README's results: prompt tuning against full fine-tuning and baselines.
 
   python scripts/results.py --out_dir=results [--lm_adapted=PATH] [--span_corruption=PATH]
+      [--multitask=PATH]
       [--tasks=rotten_tomatoes,reuters_r8] [--seeds=0,1,2] [--train_steps=300]
       [--only=GLOB[,GLOB...]] [--binding=KEY=VALUE ...] [--dry_run]
 
@@ -14,7 +15,7 @@ resumes from its checkpoint, so the script can be killed and rerun across sessio
 
 Cells, per task and seed (the reference cell is shared by the three comparisons):
   model:  prompt on the LM-adapted model (reference), prompt on the span-corruption-only
-          model, full fine-tuning of the LM-adapted model (configs/full_finetune.gin),
+          model, prompt on the multi-task model, full fine-tuning of the LM-adapted model (configs/full_finetune.gin),
           and the majority class of the train split (no training)
   init:   class labels (reference), sampled vocabulary, uniform
   length: 1, 5, 20 (reference), 100 prompt tokens
@@ -51,7 +52,8 @@ from prompt_tuning.train import metrics as metrics_lib
 # story's opening, where its topic is) and 8 target tokens (labels of up to 5 pieces + EOS).
 FEATURE_LENGTHS = {"rotten_tomatoes": (64, 4), "reuters_r8": (128, 8),
                    "newsgroups20": (256, 8)}
-MODELS = {"lm_adapted": "t5_lm_adapted", "span_corruption": "t5_span_corruption"}
+MODELS = {"lm_adapted": "t5_lm_adapted", "span_corruption": "t5_span_corruption",
+          "multitask": "t5_multitask"}
 GOAL_TASK, GOAL_RATIO, GOAL_PERCENT = "rotten_tomatoes", 0.9, 0.5
 
 
@@ -72,7 +74,8 @@ class Cell:
 
   @property
   def label(self) -> str:
-    model = {"lm_adapted": "LM-adapted", "span_corruption": "span corruption"}[self.model]
+    model = {"lm_adapted": "LM-adapted", "span_corruption": "span corruption",
+             "multitask": "multi-task"}[self.model]
     if self.mode == "full":
       return f"full fine-tuning, {model}"
     init = self.init.replace("_", " ")
@@ -83,7 +86,8 @@ REFERENCE = Cell("prompt_lm")
 MAJORITY = "majority"
 # Each comparison in the order it is shown; equal keys collapse into the first name.
 GROUPS = {
-    "model": [REFERENCE, Cell("prompt_span", model="span_corruption"), Cell("full", mode="full")],
+    "model": [REFERENCE, Cell("prompt_span", model="span_corruption"),
+              Cell("prompt_multitask", model="multitask"), Cell("full", mode="full")],
     "init": [Cell(f"init_{i}", init=i) for i in ("class_labels", "sampled_vocab", "uniform")],
     "length": [Cell(f"length_{p}", prompt_length=p) for p in (1, 5, 20, 100)],
 }
@@ -276,7 +280,8 @@ def short_label(cell: dict, group: str) -> str:
   if cell.get("mode") == "full":
     return "full fine-tuning"
   if group == "model":
-    return {"lm_adapted": "LM-adapted prompt", "span_corruption": "span-corruption prompt"}[
+    return {"lm_adapted": "LM-adapted prompt", "span_corruption": "span-corruption prompt",
+            "multitask": "multi-task prompt"}[
         cell["model"]]
   if group == "init":
     return cell["init"].replace("_", " ")
@@ -536,6 +541,7 @@ def main(argv=None) -> int:
   parser.add_argument("--lm_adapted", default=None, help="default: the embedded t5_lm_adapted")
   parser.add_argument("--span_corruption", default=None,
                       help="default: the embedded t5_span_corruption")
+  parser.add_argument("--multitask", default=None, help="default: the embedded t5_multitask")
   parser.add_argument("--tasks", default="rotten_tomatoes,reuters_r8",
                       help=f"comma-separated, from {', '.join(FEATURE_LENGTHS)}")
   parser.add_argument("--seeds", default="0,1,2")

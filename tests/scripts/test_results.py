@@ -35,8 +35,9 @@ SPLITS = {"train": {"negative": 30, "positive": 18}, "validation": {"negative": 
 
 def test_grid_has_each_configuration_once_and_shares_the_reference():
   cells, groups = results.grid()
-  assert [c.name for c in cells] == ["prompt_lm", "prompt_span", "full", "init_sampled_vocab",
-                                     "init_uniform", "length_1", "length_5", "length_100"]
+  assert [c.name for c in cells] == ["prompt_lm", "prompt_span", "prompt_multitask", "full",
+                                     "init_sampled_vocab", "init_uniform", "length_1",
+                                     "length_5", "length_100"]
   assert len({c.key for c in cells}) == len(cells)
   # Class-label init and length 20 are the reference cell, not runs of their own.
   assert groups["init"] == ["prompt_lm", "init_sampled_vocab", "init_uniform"]
