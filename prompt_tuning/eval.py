@@ -24,11 +24,12 @@ def evaluate(mixture_or_task_name=gin.REQUIRED,
   from prompt_tuning.train import optimizers, trainer
   from prompt_tuning.train.step import LossConfig
   if not model_dir and not prompt_file:
-    raise ValueError("set MODEL_DIR (a run's checkpoints) or PROMPT_FILE (a .npy prompt)")
+    raise ValueError("set MODEL_DIR (a run's checkpoints) or PROMPT_FILE (a method's .npy/.npz export)")
   name = trainer.task_name(mixture_or_task_name)
   run = trainer.set_up(model_dir or "", model, optimizers.adafactor(), mesh_shape, batch_size,
                        task_feature_lengths["inputs"], LossConfig(enable_dropout=False),
                        restore_step=checkpoint_step, restore=not prompt_file,
+                       export_file=prompt_file,
                        for_training=False, vocab_size=trainer.task_vocab_size(name))
   evaluators = trainer.make_evaluators(run, name, eval_split, task_feature_lengths,
                                        batch_size, eval_examples)
