@@ -165,9 +165,10 @@ def read_orbax_checkpoint(path) -> tuple[T5Config, dict[str, Any]]:
   step, params = read_params(path)
   model = {k: v for k, v in params.items() if k in T5_PARAM_TREES}
   if not model:
-    raise CheckpointError(f"{path} (step {step}) is the checkpoint of a tuning method (prompt, prefixes); it holds no "
-                          "model weights — pass the base model as INITIAL_CHECKPOINT_PATH "
-                          "(export the prompt with python -m prompt_tuning.scripts.export_prompt)")
+    raise CheckpointError(f"{path} (step {step}) is the checkpoint of a tuning method "
+                          "(a prompt, prefixes); it holds no model weights — pass the base "
+                          "model as INITIAL_CHECKPOINT_PATH (export the method's arrays with "
+                          "python -m prompt_tuning.scripts.export_prompt)")
   if "token_embedder" not in model:
     raise CheckpointError(f"{path} (step {step}) holds only the trained part of the model "
                           f"({_short(sorted(model))}); the frozen rest lives in the base "

@@ -1,7 +1,7 @@
 """The `Method` seam: one object says what trains, how it starts and what ships.
 
 A method builds the model it trains on (a frozen `T5` with one of the model's seams
-filled: `encoder_prompt`, `kv_prefixes`), creates its parameters seeing the frozen
+filled: input embeddings, per-layer keys/values), creates its parameters seeing the frozen
 weights, names the arrays a user ships, and reads them back onto a model. Training
 (the trainable/frozen split, the optimiser state), checkpoints, `export_prompt`, eval
 and infer ask the method; none of them names a method's parameter path.
