@@ -26,12 +26,14 @@ def evaluate(mixture_or_task_name=gin.REQUIRED,
   from prompt_tuning.train.step import LossConfig
   zero_shot = model.mode == "full" and not model_dir
   if not model_dir and not prompt_file and not zero_shot:
-    raise ValueError("set MODEL_DIR (a run's checkpoints) or PROMPT_FILE (a .npy prompt), "
-                     "or ModelSpec.mode = 'full' to evaluate the base model alone")
+    raise ValueError("set MODEL_DIR (a run's checkpoints) or PROMPT_FILE (a method's "
+                     ".npy/.npz export), or ModelSpec.mode = 'full' to evaluate the base "
+                     "model alone")
   name = trainer.task_name(mixture_or_task_name)
   run = trainer.set_up(model_dir or "", model, optimizers.adafactor(), mesh_shape, batch_size,
                        task_feature_lengths["inputs"], LossConfig(enable_dropout=False),
                        restore_step=checkpoint_step, restore=not (prompt_file or zero_shot),
+                       export_file=prompt_file,
                        for_training=False, vocab_size=trainer.task_vocab_size(name))
   evaluators = trainer.make_evaluators(run, name, eval_split, task_feature_lengths,
                                        batch_size, eval_examples)

@@ -30,7 +30,7 @@ def infer(output_file: str = gin.REQUIRED, model=gin.REQUIRED,
   from prompt_tuning.train import optimizers, trainer
   from prompt_tuning.train.step import LossConfig, merge_params
   if not model_dir and not prompt_file:
-    raise ValueError("set PROMPT_FILE (a .npy prompt) or MODEL_DIR (a run's checkpoints)")
+    raise ValueError("set PROMPT_FILE (a method's .npy/.npz export) or MODEL_DIR (a run's checkpoints)")
   if (mixture_or_task_name is None) == (input_file is None):
     raise ValueError("set exactly one of MIXTURE_OR_TASK_NAME and INPUT_FILE")
   vocab = task_vocabulary()
@@ -50,6 +50,7 @@ def infer(output_file: str = gin.REQUIRED, model=gin.REQUIRED,
   examples = examples[:max_examples] if max_examples else examples
   run = trainer.set_up(model_dir or "", model, optimizers.adafactor(), mesh_shape, batch_size,
                        in_len, LossConfig(enable_dropout=False), restore=not prompt_file,
+                       export_file=prompt_file,
                        for_training=False)
   params = merge_params(run.frozen, run.state.params)
   with atomic_file(output_file) as out:

@@ -119,14 +119,11 @@ def test_train_eval_infer_export(workdir, tmp_path):
   assert all(isinstance(r["prediction"], str) for r in rows)
 
 
-@pytest.mark.parametrize("save_data_iterator", [False, True])
-def test_sigkill_and_rerun_gives_the_uninterrupted_prompt_bit_for_bit(workdir, tmp_path,
-                                                                      save_data_iterator):
-  """Resumed by re-reading the data stream, or from the checkpoint's data iterator."""
-  steps = 60
-  extra = [f"--gin.train.save_data_iterator={save_data_iterator}"]
+def _kill_and_resume(workdir, tmp_path, steps, extra, kill_after, export="npy"):
+  """Trains `steps` uninterrupted, and again killed (SIGKILL) once checkpoint
+  `kill_after` is written then rerun; returns (the rerun's stdout, both MODEL_DIRs)."""
   reference = tmp_path / "uninterrupted"
-  _run("prompt_tuning.train", _task_flags(workdir, reference, steps))
+  _run("prompt_tuning.train", _task_flags(workdir, reference, steps, extra))
 
   killed = tmp_path / "killed"
   args = [sys.executable, "-m", "prompt_tuning.train",
@@ -134,16 +131,28 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_prompt_bit_for_bit(workdir, t
   proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           cwd=pathlib.Path(__file__).parent.parent)
   deadline = time.time() + 180
-  while not (killed / "prompts" / "step_16.npy").exists():
+  while not (killed / "prompts" / f"step_{kill_after}.{export}").exists():
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    assert time.time() < deadline, "training never reached step 16"
+    assert time.time() < deadline, f"training never reached step {kill_after}"
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not (killed / "prompts" / f"step_{steps}.npy").exists(), "killed too late"
+  assert not (killed / "prompts" / f"step_{steps}.{export}").exists(), "killed too late"
   assert not (killed / "operative_config.gin").exists(), "the killed run must not have finished"
-
   resumed = _run("prompt_tuning.train", _task_flags(workdir, killed, steps, extra)).stdout
+  losses = lambda d: {r["step"]: r["train/loss"] for r in map(
+      json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r}
+  assert losses(killed)[steps] == losses(reference)[steps]
+  return resumed, reference, killed
+
+
+@pytest.mark.parametrize("save_data_iterator", [False, True])
+def test_sigkill_and_rerun_gives_the_uninterrupted_prompt_bit_for_bit(workdir, tmp_path,
+                                                                      save_data_iterator):
+  """Resumed by re-reading the data stream, or from the checkpoint's data iterator."""
+  steps = 60
+  extra = [f"--gin.train.save_data_iterator={save_data_iterator}"]
+  resumed, reference, killed = _kill_and_resume(workdir, tmp_path, steps, extra, 16)
   saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
   if save_data_iterator:
     assert "from checkpoint" in resumed and "re-reading" not in resumed, resumed
@@ -153,9 +162,86 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_prompt_bit_for_bit(workdir, t
     assert not any((killed / "checkpoints" / str(s) / "data_iterator").exists() for s in saved)
   final = np.load(killed / "prompts" / f"step_{steps}.npy")
   np.testing.assert_array_equal(final, np.load(reference / "prompts" / f"step_{steps}.npy"))
-  losses = lambda d: {r["step"]: r["train/loss"] for r in map(
-      json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r}
-  assert losses(killed)[steps] == losses(reference)[steps]
+
+
+PREFIX = ["--gin_file=gin/methods/prefix_tuning.gin", "--gin.PREFIX_LENGTH=3",
+          "--gin.PREFIX_HIDDEN_DIM=16"]
+
+
+def _npz(path):
+  with np.load(path) as data:
+    return {k: data[k] for k in data.files}
+
+
+def test_prefix_tuning_trains_evaluates_exports_and_infers(workdir, tmp_path):
+  model_dir = tmp_path / "run"
+  out = _run("prompt_tuning.train", _task_flags(workdir, model_dir, extra=[
+      "--gin.EVAL_PERIOD=12", *PREFIX])).stdout
+  assert "reviews/accuracy:" in out and "reviews_rank_classification/accuracy:" in out
+  assert sorted(p.name for p in (model_dir / "prompts").iterdir() if p.suffix == ".npz") == [
+      "step_12.npz", "step_4.npz", "step_8.npz"]
+  side = json.loads((model_dir / "prompts" / "step_12.npz.json").read_text())
+  assert side["method"] == "prefix_tuning" and side["step"] == 12
+  assert side["settings"]["attention"] == ["encoder", "decoder", "cross"]
+  assert side["arrays"]["cross/layers_1/value"]["shape"] == [3, 4, 8]
+  assert side["frozen_fingerprint"].startswith("sha256:")
+
+  exported = tmp_path / "prefixes.npz"
+  out = _run("prompt_tuning.scripts.export_prompt",
+             [f"--checkpoint_dir={model_dir}", f"--output={exported}"]).stdout
+  assert "12 arrays of step 12" in out, out
+  arrays = _npz(exported)
+  assert len(arrays) == 12  # (encoder, decoder, cross) x 2 layers x (key, value), no MLP
+  for name, value in _npz(model_dir / "prompts" / "step_12.npz").items():
+    np.testing.assert_array_equal(arrays[name], value)
+  bad = _run("prompt_tuning.scripts.export_prompt",
+             [f"--checkpoint_dir={model_dir}", f"--output={tmp_path / 'p.npy'}"], check=False)
+  assert bad.returncode == 1 and "name the output p.npz" in bad.stderr
+
+  task = ["--gin.MIXTURE_OR_TASK_NAME=@tsv_classification_task()",
+          "--gin.tsv_classification_task.name='reviews'",
+          f"--gin.tsv_classification_task.train='{workdir / 'train.tsv'}'",
+          f"--gin.tsv_classification_task.validation='{workdir / 'validation.tsv'}'",
+          f"--gin.tsv_classification_task.labels={LABELS}"]
+  evaluate = lambda model: _run("prompt_tuning.eval", [
+      "--gin_file=configs/prompt_eval.gin", *PREFIX, f"--gin.PROMPT_FILE='{exported}'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{model}'", "--gin.BATCH_SIZE=8",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}", *task], check=False)
+  from_file = evaluate(workdir / "model")
+  assert from_file.returncode == 0, from_file.stderr[-2000:]
+  from_run = _run("prompt_tuning.eval", [
+      "--gin_file=configs/prompt_eval.gin", *PREFIX, f"--gin.MODEL_DIR='{model_dir}'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{workdir / 'model'}'", "--gin.BATCH_SIZE=8",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}", *task]).stdout
+  metric = lambda text: [l for l in text.splitlines()
+                         if l.startswith("reviews_rank_classification/accuracy:")]
+  assert len(metric(from_file.stdout)) == 1
+  assert metric(from_file.stdout) == metric(from_run)  # the export computes what training did
+
+  write_random_model(str(tmp_path / "other"), "tiny", seed=1)
+  other = evaluate(tmp_path / "other")
+  assert other.returncode == 1 and "same shape, other weights" in other.stderr, other.stderr
+  assert "Traceback" not in other.stderr
+
+  inputs = tmp_path / "inputs.txt"
+  inputs.write_text("the film was great overall\nthe film was dull overall\n")
+  predictions = tmp_path / "predictions.jsonl"
+  _run("prompt_tuning.infer", [
+      "--gin_file=configs/prompt_infer.gin", *PREFIX,
+      f"--gin.INITIAL_CHECKPOINT_PATH='{workdir / 'model'}'", f"--gin.PROMPT_FILE='{exported}'",
+      f"--gin.INPUT_FILE='{inputs}'", f"--gin.OUTPUT_FILE='{predictions}'",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}", "--gin.BATCH_SIZE=8"])
+  rows = [json.loads(l) for l in predictions.read_text().splitlines()]
+  assert len(rows) == 2 and all(isinstance(r["prediction"], str) for r in rows)
+
+
+def test_prefix_tuning_resumes_after_sigkill_bit_for_bit(workdir, tmp_path):
+  steps = 24
+  _, reference, killed = _kill_and_resume(workdir, tmp_path, steps, PREFIX, 8, export="npz")
+  final, want = (_npz(d / "prompts" / f"step_{steps}.npz") for d in (killed, reference))
+  assert sorted(final) == sorted(want)
+  for name in want:
+    np.testing.assert_array_equal(final[name], want[name])
 
 
 @pytest.mark.parametrize("args, words", [

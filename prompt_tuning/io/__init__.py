@@ -1,4 +1,4 @@
-"""Checkpoint formats of other systems: Hugging Face safetensors, T5X, `.npy` prompts.
+"""Checkpoint formats: Hugging Face safetensors, T5X, our own runs, method exports.
 
 `load_pretrained(path)` recognises the format of a folder and returns
 `(T5Config, params)` with params as nested dicts of float32 numpy arrays in T5X's tree.
@@ -8,8 +8,9 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Callable
 
-from prompt_tuning.io import hf, t5x
+from prompt_tuning.io import hf, runs, t5x
 from prompt_tuning.io.errors import CheckpointError
+from prompt_tuning.io.exports import fingerprint, load_export, save_export
 from prompt_tuning.io.hf import read_hf_checkpoint, write_hf_checkpoint
 from prompt_tuning.io.params import expected_shapes, validate_params
 from prompt_tuning.io.prompts import load_prompt_npy, save_prompt_npy
@@ -17,14 +18,16 @@ from prompt_tuning.io.t5x import read_t5x_checkpoint
 from prompt_tuning.models.config import T5Config
 
 __all__ = [
-    "CheckpointError", "expected_shapes", "load_pretrained", "load_prompt_npy",
-    "read_hf_checkpoint", "read_t5x_checkpoint", "register_format", "save_prompt_npy",
-    "validate_params", "write_hf_checkpoint",
+    "CheckpointError", "expected_shapes", "fingerprint", "load_export", "load_pretrained",
+    "load_prompt_npy", "read_hf_checkpoint", "read_t5x_checkpoint", "register_format",
+    "save_export", "save_prompt_npy", "validate_params", "write_hf_checkpoint",
 ]
 
 Reader = Callable[[pathlib.Path], "tuple[T5Config, dict[str, Any]]"]
 # (name, detect(path) -> bool, read(path) -> (config, params)), tried in order.
 _FORMATS: list[tuple[str, Callable[[pathlib.Path], bool], Reader]] = [
+    ("prompt_tuning training run (MODEL_DIR with config.json and checkpoints/<step>/)",
+     runs.is_model_dir, runs.read_orbax_checkpoint),
     ("Hugging Face (config.json + model.safetensors)",
      lambda p: (p / hf.CONFIG_FILE).is_file(), read_hf_checkpoint),
     ("T5X (checkpoint_<step>/checkpoint)", t5x.is_t5x_dir, read_t5x_checkpoint),
@@ -34,11 +37,7 @@ _ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
 
 
 def register_format(name: str, detect: Callable[[pathlib.Path], bool], read: Reader) -> None:
-  """Adds a format to `load_pretrained`, tried before the built-in ones.
-
-  This is the hook for our own orbax checkpoints: `prompt_tuning.train` registers a
-  reader for them, so io does not depend on train.
-  """
+  """Adds a format to `load_pretrained`, tried before the built-in ones."""
   _FORMATS.insert(0, (name, detect, read))
 
 
@@ -54,7 +53,6 @@ def load_pretrained(path) -> tuple[T5Config, dict[str, Any]]:
   `CheckpointError` that names the file or tensor at fault. Our own full-model training
   runs (pretraining, LM adaptation) load too.
   """
-  import prompt_tuning.train.checkpoints  # noqa: F401  (registers our format; io stays light)
   path = pathlib.Path(path)
   if not path.exists():
     raise CheckpointError(f"checkpoint path {path} does not exist")
@@ -69,9 +67,9 @@ def load_pretrained(path) -> tuple[T5Config, dict[str, Any]]:
       validate_params(config, params)
       return config, params
   if _looks_like_orbax(path):
-    raise CheckpointError(f"{path} looks like an orbax checkpoint, but no reader for it is "
-                          "registered: import prompt_tuning.train (which registers it) or "
-                          "call prompt_tuning.io.register_format")
+    raise CheckpointError(f"{path} looks like an orbax checkpoint, but not one of our "
+                          "training runs (MODEL_DIR with config.json and checkpoints/<step>/); "
+                          "call prompt_tuning.io.register_format to read other layouts")
   entries = sorted(p.name for p in path.iterdir())
   shown = ", ".join(entries[:10]) + (f", ... ({len(entries)} entries)" if len(entries) > 10
                                      else "")

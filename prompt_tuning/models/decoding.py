@@ -35,15 +35,16 @@ def _model_fns(model: T5, params: Any, encoder_input_tokens: Array, max_decode_l
                               method=T5.encode)
   encoded = jnp.repeat(encoded, repeat, axis=0)
   mask = jnp.repeat(mask, repeat, axis=0)
+  task_ids = None if task_ids is None else jnp.repeat(task_ids, repeat, axis=0)
   rows = encoded.shape[0]
   dummy = jnp.zeros((rows, max_decode_length), jnp.int32)
-  _, state = model.apply(variables, encoded, mask, dummy, decode=True, method=T5.decode,
-                         mutable=["cache"])
+  _, state = model.apply(variables, encoded, mask, dummy, decode=True, task_ids=task_ids,
+                         method=T5.decode, mutable=["cache"])
 
   def step(cache, tokens):
     logits, state = model.apply({"params": params, "cache": cache}, encoded, mask,
-                                tokens[:, None], decode=True, method=T5.decode,
-                                mutable=["cache"])
+                                tokens[:, None], decode=True, task_ids=task_ids,
+                                method=T5.decode, mutable=["cache"])
     return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32)), state["cache"]
 
   return state["cache"], step

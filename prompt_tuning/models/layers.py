@@ -17,6 +17,9 @@ import numpy as np
 
 Array = jax.Array
 _NEG_INF = -1e10
+# A key/value prefix `[batch or 1, p, heads, kv]`: shared by every row, so replicated
+# over `data`, its heads split like the attention's.
+PREFIX_AXES = ("prefix_batch", "prefix", "heads", "kv")
 
 
 def _variance_scaling(scale: float, mode: str, distribution: str = "truncated_normal"):
@@ -141,6 +144,13 @@ class MultiHeadAttention(nn.Module):
   cache); `decode_position` is the index being written, or `None` for the call that
   creates the cache. Cross-attention caches the projected encoder keys and values, in
   the same layout, on that first call instead.
+
+  `prefix = (key, value)`, each `[batch or 1, p, heads, kv]` (with beams, `batch` rows
+  may be the examples', each repeated per beam), adds `p` keys and values
+  in front of the sequence's (Li & Liang 2021): always visible (no mask, causal or
+  padding, hides them) and without relative position bias (zero), since a prefix is
+  content, not a place in the sequence. It is never written to the cache: each step
+  reads it beside the cache, so beams and cache positions are those of the tokens.
   """
   num_heads: int
   head_dim: int
@@ -152,7 +162,8 @@ class MultiHeadAttention(nn.Module):
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Optional[Array],
                deterministic: bool = True, decode: bool = False,
-               decode_position: Optional[Array] = None) -> Array:
+               decode_position: Optional[Array] = None,
+               prefix: Optional[tuple[Array, Array]] = None) -> Array:
     emb = inputs_q.shape[-1]
     joined = self.num_heads * self.head_dim
     # T5X folds attention's 1/sqrt(kv) scaling into the query's initialisation.
@@ -179,14 +190,43 @@ class MultiHeadAttention(nn.Module):
     logits = jnp.einsum(f"bqhd,{key_dims}->bhqk", query, key)
     if bias is not None:
       logits = logits + bias.astype(logits.dtype)
+    if prefix is not None:
+      prefix_key, prefix_value = self._prefix(prefix, query.shape[0])
+      prefix_logits = jnp.einsum("bqhd,bphd->bhqp", query, prefix_key.astype(query.dtype))
+      logits = jnp.concatenate([prefix_logits.astype(logits.dtype), logits], axis=-1)
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     if not deterministic and self.dropout_rate > 0:
       weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
+    if prefix is not None:
+      p = prefix_key.shape[1]
+      prefix_weights, weights = weights[..., :p], weights[..., p:]
     out = jnp.einsum(f"bhqk,{value_dims}->bqhd", weights, value.astype(self.dtype))
+    if prefix is not None:
+      out = out + jnp.einsum("bhqp,bphd->bqhd", prefix_weights,
+                             prefix_value.astype(self.dtype))
     out = out.reshape(out.shape[:2] + (joined,))
     out = constrain(out, ("batch", "length", "joined_kv"))
     return Dense(emb, ("joined_kv", "embed"), _variance_scaling(1.0, "fan_in"), self.dtype,
                  name="out")(out)
+
+  def _prefix(self, prefix: tuple[Array, Array], batch: int) -> tuple[Array, Array]:
+    """The prefix's keys and values, checked and broadcast to `[batch, p, heads, kv]`."""
+    key, value = prefix
+    want = (self.num_heads, self.head_dim)
+    for name, x in (("key", key), ("value", value)):
+      if x.ndim != 4 or tuple(x.shape[2:]) != want or batch % x.shape[0]:
+        raise ValueError(f"a {name} prefix must be [batch or 1, p, {want[0]}, {want[1]}] "
+                         f"([.., p, heads, head_dim]) for a batch of {batch}, got shape "
+                         f"{tuple(x.shape)}")
+    if key.shape[:2] != value.shape[:2]:
+      raise ValueError(f"the key prefix {tuple(key.shape)} and value prefix "
+                       f"{tuple(value.shape)} differ in batch or length")
+    def grow(x):
+      x = constrain(x, PREFIX_AXES)
+      if x.shape[0] not in (1, batch):  # one per example, its rows repeated (beams)
+        x = jnp.repeat(x, batch // x.shape[0], axis=0)
+      return jnp.broadcast_to(x, (batch,) + x.shape[1:])
+    return grow(key), grow(value)
 
   def _cached_key_value(self, project_kv: Callable[[], tuple[Array, Array]],
                         decode_position: Optional[Array]) -> tuple[Array, Array]:

@@ -5,15 +5,23 @@
     logits = T5(config).apply({"params": params}, encoder_input_tokens,
                               decoder_input_tokens, decoder_target_tokens=None)
 
-Token 0 is padding in the encoder inputs. The seam for prompt methods is
-`encoder_prompt`: a module mapping `(embedded [batch, length, embed], mask [batch,
-length], tokens, task_ids, embedding [vocab, embed])` to a new `(embedded, mask)`,
-called between the token embedding and the encoder stack. Its parameters live under
-`encoder_prompt/`, beside the model's own tree, so the model tree stays exactly T5X's.
+Token 0 is padding in the encoder inputs. The model knows no tuning method; it offers
+two seams, each an optional module whose parameters live beside T5X's tree (which
+stays exactly T5X's):
+
+- `encoder_prompt`, the input-embedding seam: a module mapping `(embedded [batch,
+  length, embed], mask [batch, length], tokens, task_ids, embedding [vocab, embed])`
+  to a new `(embedded, mask)`, called between the token embedding and the encoder.
+- `kv_prefixes`, the key/value prefix seam: a module called as `(kind, task_ids)`,
+  `kind` one of `KV_PREFIX_KINDS` (`encoder` self-attention, `decoder` self-attention,
+  `cross` attention), returning `None` or one `(key, value)` pair per layer of that
+  stack, each `[batch or 1, p, heads, head_dim]`. Every query of that attention also
+  attends to the prefix: always visible, zero position bias (see
+  `layers.MultiHeadAttention`).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,6 +31,10 @@ from prompt_tuning.models import layers, losses
 from prompt_tuning.models.config import T5Config
 
 Array = jax.Array
+KV_PREFIX_KINDS = ("encoder", "decoder", "cross")
+# The top-level parameter trees of T5 itself; anything beside them belongs to a seam.
+T5_PARAM_TREES = ("token_embedder", "encoder", "decoder")
+Prefixes = Optional[Sequence[tuple[Array, Array]]]
 
 
 def _mlp_sublayer(cfg: T5Config, x: Array, deterministic: bool, drop) -> Array:
@@ -38,14 +50,15 @@ class EncoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, bias: Array, deterministic: bool,
+               prefix: Optional[tuple[Array, Array]] = None) -> Array:
     cfg = self.config
     dtype = cfg.activation_dtype
     drop = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_attention_layer_norm")(x)
     y = layers.MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dropout_rate, dtype,
                                   cfg.float32_attention_logits, name="attention")(
-                                      y, y, bias, deterministic)
+                                      y, y, bias, deterministic, prefix=prefix)
     x = x + drop(y)
     return _mlp_sublayer(cfg, x, deterministic, drop)
 
@@ -56,7 +69,9 @@ class DecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
                deterministic: bool, decode: bool = False,
-               decode_position: Optional[Array] = None) -> Array:
+               decode_position: Optional[Array] = None,
+               self_prefix: Optional[tuple[Array, Array]] = None,
+               cross_prefix: Optional[tuple[Array, Array]] = None) -> Array:
     cfg = self.config
     dtype = cfg.activation_dtype
     drop = lambda y: nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic)
@@ -65,13 +80,24 @@ class DecoderLayer(nn.Module):
         is_cross_attention=cross, name=name)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_self_attention_layer_norm")(x)
     y = attention("self_attention", False)(y, y, self_bias, deterministic, decode,
-                                           decode_position)
+                                           decode_position, self_prefix)
     x = x + drop(y)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(x)
     y = attention("encoder_decoder_attention", True)(y, encoded, cross_bias, deterministic,
-                                                     decode, decode_position)
+                                                     decode, decode_position, cross_prefix)
     x = x + drop(y)
     return _mlp_sublayer(cfg, x, deterministic, drop)
+
+
+def _per_layer(prefixes: Prefixes, num_layers: int, kind: str) -> list:
+  """One `(key, value)` or None per layer; a wrong count is a clear error."""
+  if prefixes is None:
+    return [None] * num_layers
+  prefixes = list(prefixes)
+  if len(prefixes) != num_layers:
+    raise ValueError(f"{len(prefixes)} {kind} key/value prefixes for a stack of {num_layers} "
+                     "layers: give one (key, value) pair per layer")
+  return prefixes
 
 
 def _maybe_remat(cls, config: T5Config, static_argnums):
@@ -87,9 +113,10 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, deterministic: bool,
-               segment_ids: Optional[Array] = None) -> Array:
+               segment_ids: Optional[Array] = None, prefixes: Prefixes = None) -> Array:
     cfg = self.config
     length = x.shape[1]
+    prefixes = _per_layer(prefixes, cfg.num_encoder_layers, "encoder")
     positions = jnp.arange(length)
     relpos = layers.RelativePositionBiases(cfg.relative_attention_num_buckets,
                                            cfg.relative_attention_max_distance, cfg.num_heads,
@@ -102,7 +129,7 @@ class Encoder(nn.Module):
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
     layer_cls = _maybe_remat(EncoderLayer, cfg, static_argnums=(3,))
     for i in range(cfg.num_encoder_layers):
-      x = layer_cls(cfg, name=f"layers_{i}")(x, bias, deterministic)
+      x = layer_cls(cfg, name=f"layers_{i}")(x, bias, deterministic, prefixes[i])
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name="encoder_norm")(x)
     return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
 
@@ -120,9 +147,12 @@ class Decoder(nn.Module):
   def __call__(self, x: Array, encoded: Array, encoder_mask: Array,
                decoder_mask: Optional[Array], deterministic: bool,
                decode: bool = False, encoder_segment_ids: Optional[Array] = None,
-               decoder_segment_ids: Optional[Array] = None) -> Array:
+               decoder_segment_ids: Optional[Array] = None, self_prefixes: Prefixes = None,
+               cross_prefixes: Prefixes = None) -> Array:
     cfg = self.config
     batch, length = x.shape[:2]
+    self_prefixes = _per_layer(self_prefixes, cfg.num_decoder_layers, "decoder")
+    cross_prefixes = _per_layer(cross_prefixes, cfg.num_decoder_layers, "cross")
     packed = encoder_segment_ids is not None or decoder_segment_ids is not None
     if packed and (encoder_segment_ids is None or decoder_segment_ids is None):
       raise ValueError("packed rows need both encoder_segment_ids and decoder_segment_ids")
@@ -165,7 +195,8 @@ class Decoder(nn.Module):
     layer_cls = _maybe_remat(DecoderLayer, cfg, static_argnums=(5, 6))
     for i in range(cfg.num_decoder_layers):
       x = layer_cls(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, deterministic,
-                                             decode, decode_position)
+                                             decode, decode_position, self_prefixes[i],
+                                             cross_prefixes[i])
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name="decoder_norm")(x)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic)
     if cfg.logits_via_embedding:
@@ -179,9 +210,11 @@ class Decoder(nn.Module):
 
 
 class T5(nn.Module):
-  """An encoder-decoder T5 with T5X's parameter tree and an optional `encoder_prompt`."""
+  """An encoder-decoder T5 with T5X's parameter tree and optional seams (`encoder_prompt`,
+  `kv_prefixes`)."""
   config: T5Config
   encoder_prompt: Optional[nn.Module] = None
+  kv_prefixes: Optional[nn.Module] = None
 
   def setup(self):
     cfg = self.config
@@ -198,11 +231,25 @@ class T5(nn.Module):
     decoder's cross-attention must see. `encoder_segment_ids` (packed rows, seqio's
     `pack=True`) keep each example's attention inside the example.
     """
-    if encoder_segment_ids is not None and self.encoder_prompt is not None:
+    self._check_unpacked(encoder_segment_ids)
+    x, mask = self.prompted_inputs(encoder_input_tokens, task_ids)
+    prefixes = self.prefixes("encoder", task_ids)
+    return self.encoder(x, mask, not enable_dropout, encoder_segment_ids, prefixes), mask
+
+  def _check_unpacked(self, segment_ids: Optional[Array]) -> None:
+    if segment_ids is not None and (self.encoder_prompt or self.kv_prefixes) is not None:
       raise ValueError("a prompted model reads one example per row: packed rows (segment "
                        "ids) would share one prompt between examples; train with pack=False")
-    x, mask = self.prompted_inputs(encoder_input_tokens, task_ids)
-    return self.encoder(x, mask, not enable_dropout, encoder_segment_ids), mask
+
+  def prefixes(self, kind: str, task_ids: Optional[Array] = None) -> Prefixes:
+    """The `kv_prefixes` seam's `(key, value)` per layer for attention `kind`, or None."""
+    if kind not in KV_PREFIX_KINDS:
+      raise ValueError(f"unknown attention kind {kind!r}; choose one of {KV_PREFIX_KINDS}")
+    return None if self.kv_prefixes is None else self.kv_prefixes(kind, task_ids)
+
+  def all_prefixes(self, task_ids: Optional[Array] = None) -> dict[str, Prefixes]:
+    """`{kind: prefixes}` for every kind: what `init` of the seam's parameters runs."""
+    return {kind: self.prefixes(kind, task_ids) for kind in KV_PREFIX_KINDS}
 
   def prompted_inputs(self, encoder_input_tokens: Array,
                       task_ids: Optional[Array] = None) -> tuple[Array, Array]:
@@ -220,7 +267,8 @@ class T5(nn.Module):
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Optional[Array] = None, enable_dropout: bool = False,
              decode: bool = False, encoder_segment_ids: Optional[Array] = None,
-             decoder_segment_ids: Optional[Array] = None) -> Array:
+             decoder_segment_ids: Optional[Array] = None,
+             task_ids: Optional[Array] = None) -> Array:
     """Decoder logits `[batch, target_length, vocab]` (float32).
 
     `decode=True` reads and writes the key/value `cache` collection (see `decoding.py`).
@@ -228,7 +276,8 @@ class T5(nn.Module):
     decoder_mask = None if decoder_target_tokens is None else decoder_target_tokens > 0
     y = self.token_embedder(decoder_input_tokens)
     return self.decoder(y, encoded, encoder_mask, decoder_mask, not enable_dropout, decode,
-                        encoder_segment_ids, decoder_segment_ids)
+                        encoder_segment_ids, decoder_segment_ids,
+                        self.prefixes("decoder", task_ids), self.prefixes("cross", task_ids))
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Optional[Array] = None, enable_dropout: bool = False,
@@ -239,7 +288,7 @@ class T5(nn.Module):
                                 encoder_segment_ids)
     return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens,
                        enable_dropout, encoder_segment_ids=encoder_segment_ids,
-                       decoder_segment_ids=decoder_segment_ids)
+                       decoder_segment_ids=decoder_segment_ids, task_ids=task_ids)
 
   def token_losses(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                    decoder_target_tokens: Array, decoder_loss_weights: Optional[Array] = None,

@@ -148,9 +148,13 @@ def _default_vocabulary():
 
 @gin.configurable
 def prompt_file_length(path: str = gin.REQUIRED) -> int:
-  """The length of the prompt saved in `path`, so `PROMPT_LENGTH` follows the file."""
-  from prompt_tuning.io.prompts import load_prompt_npy
-  prompt = load_prompt_npy(path)
-  if prompt.ndim != 2:
+  """The length of the prompt saved in `path`, so `PROMPT_LENGTH` follows the file.
+
+  For a method's `.npz` export (prefixes), the length of its first array.
+  """
+  from prompt_tuning.io.exports import load_export
+  arrays, _ = load_export(path)
+  prompt = arrays[sorted(arrays)[0]]
+  if prompt.ndim != 2 and len(arrays) == 1:
     raise ValueError(f"prompt file {path} has shape {prompt.shape}; a prompt is [length, embed]")
   return int(prompt.shape[0])

@@ -1,6 +1,7 @@
 """The trainable part: a `[p, embed]` prompt and the modules that place it.
 
-A prompt module plugs into `T5(config, encoder_prompt=...)`. Its contract is
+A prompt module plugs into the model's input-embedding seam (see
+`prompt_tuning.models.network`; `prompt_tuning.methods.prompt_tuning` builds it). Its contract is
 `(embedded [batch, length, embed], mask [batch, length], tokens [batch, length],
 task_ids [batch] | None, embedding [vocab, embed]) -> (embedded', mask')`, so the
 related methods each come as one new module with that call, not as a fork of T5:
@@ -17,7 +18,6 @@ import jax.numpy as jnp
 
 from prompt_tuning.models import layers
 from prompt_tuning.models.config import T5Config
-from prompt_tuning.models.network import T5
 from prompt_tuning.prompts import combine as combine_lib
 from prompt_tuning.prompts import initializers
 
@@ -59,29 +59,6 @@ class Prompt(nn.Module):
                        f"({self.length}, {width}): [prompt length, embedding width]")
     prompt = layers.constrain(prompt.astype(embedded.dtype), PROMPT_AXES)
     return combine_lib.get_combine_fn(self.placement)(prompt, embedded, mask)
-
-
-def prompted_t5(config: T5Config, length: int = 100,
-                initializer: Optional[initializers.PromptInit] = None,
-                placement: str = "prefix") -> T5:
-  """A frozen T5 with a trainable prompt on the encoder's inputs (Lester et al. 2021)."""
-  prompt = Prompt(length, initializer or initializers.from_uniform(), placement,
-                  name="encoder_prompt")
-  return T5(config, encoder_prompt=prompt)
-
-
-def init_prompt_params(model: T5, frozen_params, rng: Array) -> dict:
-  """Creates the prompt's parameters against the frozen model's embedding.
-
-  Runs only the embedding and the prompt (not the encoder), so it is cheap for any
-  model size. Returns `{"encoder_prompt": {...}}` with logical-axis boxes.
-  """
-  if model.encoder_prompt is None:
-    raise ValueError("this T5 has no encoder_prompt: build it with prompted_t5(...)")
-  tokens = jnp.ones((1, 1), jnp.int32)
-  _, variables = model.apply({"params": frozen_params}, tokens, method=T5.prompted_inputs,
-                             rngs={"params": rng}, mutable=["params"])
-  return {"encoder_prompt": variables["params"]["encoder_prompt"]}
 
 
 def check_prompt_budget(prompt_length: int, input_length: int,

@@ -1,10 +1,12 @@
-"""Checkpoints of a training run: the train state through orbax, the prompt as `.npy`.
+"""Checkpoints of a training run: the train state through orbax, the method's export.
 
     <model_dir>/config.json             the T5Config and run settings (`save_model_config`)
     <model_dir>/checkpoints/<step>/     params/ and opt_state/ (orbax trees), progress/ (JSON:
                                         step and data position), data_iterator/ (optional: each
                                         process's tf.data iterator, `tf.train.Checkpoint`)
-    <model_dir>/prompts/step_<N>.npy    the prompt at every checkpoint (prompt tuning)
+    <model_dir>/prompts/step_<N>.npy    the method's export at every checkpoint (`.npy` for
+                                        a prompt, `.npz` for several arrays), with a JSON
+                                        sidecar (`step_<N>.npy.json`, see `io/exports.py`)
 
 Only the train state is saved: the trainable parameters and their optimiser state,
 never the frozen model, so a prompt-tuning checkpoint is a few kilobytes. A run can add
@@ -14,8 +16,8 @@ does not re-read the data stream up to the data position.
 temporary folder, renamed when complete), asynchronous, and old steps are dropped
 beyond `keep`.
 
-Importing this module registers our full-model checkpoints (pretraining, LM adaptation,
-full fine-tuning) with `prompt_tuning.io.load_pretrained`.
+Reading a run without the model (config.json, any step's arrays) is `prompt_tuning.io.runs`,
+which `prompt_tuning.io.load_pretrained` uses for our full-model runs.
 """
 from __future__ import annotations
 
@@ -34,21 +36,19 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from prompt_tuning.io import CheckpointError, register_format, save_prompt_npy
-from prompt_tuning.io.files import atomic_file
+from prompt_tuning import methods as methods_lib
+from prompt_tuning.io import exports
+from prompt_tuning.io.errors import CheckpointError
+from prompt_tuning.io.runs import (CHECKPOINTS, CONFIG_FILE, CONFIG_FORMAT, OPT_STATE,  # noqa: F401
+                                   PARAMS, PROGRESS, _item_metadata, _resolve_step, _short,
+                                   is_model_dir, load_model_config, locate, read_handlers,
+                                   read_orbax_checkpoint, read_params, save_model_config)
 from prompt_tuning.models.config import T5Config
 from prompt_tuning.train import step as step_lib
 from prompt_tuning.train.state import TrainState, split_params
 
-CHECKPOINTS = "checkpoints"
 PROMPTS = "prompts"
-CONFIG_FILE = "config.json"
-CONFIG_FORMAT = "prompt_tuning.model_dir/1"
-PARAMS, OPT_STATE, PROGRESS = "params", "opt_state", "progress"
 DATA_ITERATOR = "data_iterator"
-PROMPT_PATH = ("encoder_prompt", "prompt")
-# Top-level parameter trees of prompt modules, beside T5's own.
-PROMPT_MODULES = ("encoder_prompt",)
 
 
 class CheckpointSaveError(RuntimeError):
@@ -98,8 +98,7 @@ class DataIteratorRestore(ocp.args.CheckpointArgs):
 
 
 def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
-  return {PARAMS: ocp.PyTreeCheckpointHandler(), OPT_STATE: ocp.PyTreeCheckpointHandler(),
-          PROGRESS: ocp.JsonCheckpointHandler(), DATA_ITERATOR: DataIteratorHandler()}
+  return {**read_handlers(), DATA_ITERATOR: DataIteratorHandler()}
 
 
 def _key_name(key) -> str:
@@ -133,25 +132,11 @@ def _tops(paths) -> str:
   return ", ".join(sorted({p.split("/")[0] for p in paths}))
 
 
-def _short(items, limit: int = 8) -> str:
-  items = list(items)
-  return ", ".join(items[:limit]) + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
 def _host_scalar(x) -> int:
   """An int from a (possibly multi-host, replicated) scalar array."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     x = x.addressable_data(0)
   return int(np.asarray(x))
-
-
-def _prompt_of(params: Any) -> Optional[Any]:
-  node = params
-  for key in PROMPT_PATH:
-    if not hasattr(node, "get") or key not in node:
-      return None
-    node = node[key]
-  return node
 
 
 def _host_array(x) -> np.ndarray:
@@ -171,10 +156,44 @@ def _disk_hint(error: BaseException) -> str:
   return "disk full?"
 
 
+@dataclasses.dataclass(frozen=True)
+class Export:
+  """What every checkpoint also writes to `prompts/`: the method's arrays and sidecar.
+
+  `config` and `frozen_fingerprint` (of the frozen weights, `io.exports.fingerprint`)
+  go into the sidecar; a method that needs the config to export (prefix tuning's MLP)
+  exports nothing without one.
+  """
+  method: methods_lib.Method
+  config: Optional[T5Config] = None
+  frozen_fingerprint: Optional[str] = None
+
+  def arrays(self, params: Any) -> Optional[dict[str, np.ndarray]]:
+    if self.config is None and self.method.export_needs_config:
+      return None
+    return self.method.export(params, self.config)
+
+  def write(self, stem: pathlib.Path, params: Any, step: int) -> Optional[pathlib.Path]:
+    """Writes `stem` + `.npy`/`.npz` and its sidecar; returns the path (None: nothing)."""
+    arrays = self.arrays(params)
+    if arrays is None:
+      return None
+    sidecar = (self.method.sidecar(self.config, self.frozen_fingerprint, step)
+               if self.config is not None else None)
+    path = stem.with_name(stem.name + exports.suffix_for(arrays))
+    return exports.save_export(path, arrays, sidecar)
+
+
+def default_export(params: Any) -> Optional[Export]:
+  """The export of a checkpoint saved without one: that of the method its tree is."""
+  method = methods_lib.detect(params)
+  return None if method is None else Export(method.from_params(params))
+
+
 class Checkpointer:
   """Saves and restores the train state of one run in `<model_dir>/checkpoints/<step>/`.
 
-      ckpt = Checkpointer(model_dir, keep=3)
+      ckpt = Checkpointer(model_dir, keep=3, export=Export(method, config, fingerprint))
       ckpt.save(step, state, data_position)        # returns at once; writes in background
       ckpt.save(step, state, data_position, data_iterator=it)   # also the tf.data iterator
       state, data_position = ckpt.restore(abstract_state(program))
@@ -186,7 +205,8 @@ class Checkpointer:
   checkpoints written before it stay readable.
   """
 
-  def __init__(self, model_dir, keep: Optional[int] = 3, async_save: bool = True):
+  def __init__(self, model_dir, keep: Optional[int] = 3, async_save: bool = True,
+               export: Optional[Export] = None):
     if keep is not None and (not isinstance(keep, int) or keep < 1):
       raise ValueError(f"keep must be a positive number of checkpoints (or None for all), "
                        f"got {keep!r}")
@@ -199,6 +219,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=_item_handlers())
     self._pending: Optional[int] = None  # an asynchronous save not yet known to be done
+    self.export = export
 
   def latest_step(self) -> Optional[int]:
     """The newest step saved (a save still in progress included), or None."""
@@ -215,8 +236,9 @@ class Checkpointer:
     there. `data_iterator`, a `tf.data` iterator standing at that position, is saved too
     when given (before this returns). Returns False (and writes nothing) when `step` is
     already saved or, without `force`, is not newer than the latest checkpoint. Writes
-    `prompts/step_<step>.npy` too when the trainable parameters hold
-    `encoder_prompt/prompt`.
+    the method's export to `prompts/step_<step>.npy` (or `.npz`) too: `export`'s, or
+    without one, that of the method the trainable tree belongs to (none for a whole
+    model).
     """
     if not isinstance(state, TrainState):
       raise TypeError(f"save expects a TrainState, got {type(state).__name__}")
@@ -228,8 +250,8 @@ class Checkpointer:
       logging.info("checkpoint %d already exists in %s; not saving it again", step,
                    self.directory)
       return False
-    prompt = _prompt_of(state.params)
-    prompt = None if prompt is None else _host_array(prompt)
+    export = self.export or default_export(state.params)
+    host_params = None if export is None else jax.tree.map(_host_array, state.params)
     progress = {"step": _host_scalar(state.step), "data_position": data_position}
     items = {PARAMS: ocp.args.PyTreeSave(state.params),
              OPT_STATE: ocp.args.PyTreeSave(state.opt_state),
@@ -244,17 +266,14 @@ class Checkpointer:
     if not saved:
       return False
     self._pending = step
-    if prompt is not None and jax.process_index() == 0:
+    if export is not None and jax.process_index() == 0:
       try:
         self.prompt_dir.mkdir(parents=True, exist_ok=True)
-        save_prompt_npy(self.prompt_path(step), prompt)
+        export.write(self.prompt_dir / f"step_{step}", host_params, step)
       except OSError as e:
-        raise CheckpointSaveError(f"could not write the prompt of checkpoint {step} to "
-                                  f"{self.prompt_path(step)}: {e} ({_disk_hint(e)})") from e
+        raise CheckpointSaveError(f"could not write the export of checkpoint {step} to "
+                                  f"{self.prompt_dir}: {e} ({_disk_hint(e)})") from e
     return True
-
-  def prompt_path(self, step: int) -> pathlib.Path:
-    return self.prompt_dir / f"step_{int(step)}.npy"
 
   def restore(self, abstract_state: TrainState,
               step: Optional[int] = None) -> tuple[TrainState, int]:
@@ -363,29 +382,6 @@ def abstract_state(program) -> TrainState:
                       shapes, program.state_shardings)
 
 
-def _resolve_step(manager: ocp.CheckpointManager, directory: pathlib.Path,
-                  step: Optional[int]) -> int:
-  steps = sorted(manager.all_steps())
-  if not steps:
-    raise CheckpointError(f"no checkpoint found in {directory}: it holds no finished "
-                          "checkpoints/<step>/ folder written by prompt_tuning training")
-  if step is None:
-    return steps[-1]
-  if int(step) not in steps:
-    raise CheckpointError(f"checkpoint step {step} does not exist in {directory}; "
-                          f"available steps: {steps}")
-  return int(step)
-
-
-def _item_metadata(manager: ocp.CheckpointManager, directory, step: int, item: str):
-  metadata = manager.item_metadata(step)
-  value = metadata.get(item) if hasattr(metadata, "get") else None
-  if value is None:
-    raise CheckpointError(f"checkpoint {directory}/{step} has no '{item}' item: it was not "
-                          "written by prompt_tuning.train.checkpoints.Checkpointer")
-  return value
-
-
 def _check_fits(manager, directory, step: int, abstract: TrainState) -> None:
   """Raises CheckpointError naming each parameter whose shape differs from the model's."""
   saved = _leaf_shapes(_item_metadata(manager, directory, step, PARAMS))
@@ -405,146 +401,44 @@ def _check_fits(manager, directory, step: int, abstract: TrainState) -> None:
         "fresh MODEL_DIR")
 
 
-# Reading without the model: raw numpy parameters, for export and load_pretrained.
-
-def locate(path) -> tuple[pathlib.Path, Optional[int]]:
-  """`(checkpoints folder, step or None)` for a MODEL_DIR, its checkpoints/ or one step."""
-  path = pathlib.Path(path)
-  if not path.is_dir():
-    raise CheckpointError(f"checkpoint folder {path} does not exist" if not path.exists()
-                          else f"{path} is a file; pass MODEL_DIR or MODEL_DIR/checkpoints")
-  if (path / CHECKPOINTS).is_dir():
-    return path / CHECKPOINTS, None
-  if path.name.isdigit() and (path / PARAMS).is_dir():
-    return path.parent, int(path.name)
-  return path, None
-
-
-def read_params(path, step: Optional[int] = None) -> tuple[int, dict[str, Any]]:
-  """`(step, params)`: the trainable parameters of a checkpoint as host numpy arrays.
-
-  `path` is a MODEL_DIR, its checkpoints/ folder or one checkpoints/<step>/ folder;
-  `step` defaults to the one `path` names, else the latest. Needs no model: the arrays
-  are read as saved, whatever mesh wrote them.
-  """
-  directory, path_step = locate(path)
-  if step is not None and path_step is not None and int(step) != path_step:
-    raise CheckpointError(f"{path} is checkpoint step {path_step} but step {step} was asked "
-                          "for; pass the checkpoints folder to choose another step")
-  step = path_step if step is None else step
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-  with ocp.CheckpointManager(directory, options=options,
-                             item_handlers=_item_handlers()) as manager:
-    step = _resolve_step(manager, directory, step)
-    metadata = _item_metadata(manager, directory, step, PARAMS)
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        **{PARAMS: ocp.args.PyTreeRestore(restore_args=as_numpy)}))
-  return step, restored[PARAMS]
-
-
-def read_prompt(path, step: Optional[int] = None) -> tuple[int, np.ndarray]:
-  """`(step, prompt [p, d])` from any of our checkpoints; CheckpointError if it has none."""
-  step, params = read_params(path, step)
-  prompt = _prompt_of(params)
-  if prompt is None:
-    raise CheckpointError(f"checkpoint step {step} under {path} holds no prompt (no "
-                          f"{'/'.join(PROMPT_PATH)}; its parameters start with "
-                          f"{_short(sorted(params))}): it is not a prompt-tuning checkpoint")
-  return step, np.asarray(prompt)
-
-
-def save_model_config(model_dir, config: T5Config, extra: Optional[dict] = None) -> pathlib.Path:
-  """Writes `<model_dir>/config.json`: the T5Config and `extra` run settings (JSON values)."""
-  extra = dict(extra or {})
-  reserved = {"format", "t5_config"} & set(extra)
-  if reserved:
-    raise ValueError(f"extra may not use the reserved keys {sorted(reserved)}")
-  path = pathlib.Path(model_dir) / CONFIG_FILE
-  text = json.dumps({"format": CONFIG_FORMAT, "t5_config": config.to_dict(), **extra},
-                    indent=2, sort_keys=True)
-  if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as f:
-      f.write(text.encode("utf-8"))
-  return path
-
-
-def load_model_config(model_dir) -> tuple[T5Config, dict[str, Any]]:
-  """`(T5Config, extra)` from `<model_dir>/config.json` as `save_model_config` wrote it."""
-  path = pathlib.Path(model_dir) / CONFIG_FILE
-  if not path.is_file():
-    raise CheckpointError(f"{path} is missing: the model's T5Config is needed to read the "
-                          "checkpoint; it is written by the training run (save_model_config)")
-  try:
-    data = json.loads(path.read_text(encoding="utf-8"))
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f"cannot read {path} as JSON: {e}") from None
-  if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
-    raise CheckpointError(f"{path} is not a prompt_tuning run config (format "
-                          f"{CONFIG_FORMAT!r})")
-  extra = {k: v for k, v in data.items() if k not in ("format", "t5_config")}
-  try:
-    return T5Config.from_dict(data["t5_config"]), extra
-  except (KeyError, TypeError, ValueError) as e:
-    raise CheckpointError(f"{path} holds no valid t5_config: {e}") from None
-
-
-def _is_run_config(path: pathlib.Path) -> bool:
-  try:
-    return json.loads(path.read_text(encoding="utf-8")).get("format") == CONFIG_FORMAT
-  except (OSError, ValueError, AttributeError):
-    return False
-
-
-def is_model_dir(path) -> bool:
-  """Whether `path` is one of our runs: a MODEL_DIR, its checkpoints/ or a step folder."""
-  path = pathlib.Path(path)
-  if not path.is_dir():
-    return False
-  if _is_run_config(path / CONFIG_FILE):
-    return True
-  directory, step = locate(path)
-  if step is not None:
-    return True
-  return directory.is_dir() and any(
-      d.name.isdigit() and (d / PARAMS).is_dir() for d in directory.iterdir())
-
-
-def read_orbax_checkpoint(path) -> tuple[T5Config, dict[str, Any]]:
-  """`(T5Config, params)` of a run that trained the whole model, as float32 numpy.
-
-  `path` is the MODEL_DIR (latest step), its checkpoints/ or one checkpoints/<step>/
-  folder; the config comes from MODEL_DIR/config.json. A prompt module's parameters are
-  left out (export them with `python -m prompt_tuning.scripts.export_prompt`).
-  """
-  directory, _ = locate(path)
-  path = pathlib.Path(path)
-  config, _ = load_model_config(path if (path / CONFIG_FILE).is_file() else directory.parent)
-  step, params = read_params(path)
-  model = {k: v for k, v in params.items() if k not in PROMPT_MODULES}
-  if not model:
-    raise CheckpointError(f"{path} (step {step}) is a prompt-tuning checkpoint; it holds no "
-                          "model weights — pass the base model as INITIAL_CHECKPOINT_PATH "
-                          "(export the prompt with python -m prompt_tuning.scripts.export_prompt)")
-  if "token_embedder" not in model:
-    raise CheckpointError(f"{path} (step {step}) holds only the trained part of the model "
-                          f"({_short(sorted(model))}); the frozen rest lives in the base "
-                          "checkpoint — pass the base model as INITIAL_CHECKPOINT_PATH")
-  if len(model) < len(params):
-    logging.info("%s: leaving out the prompt parameters %s", path,
-                 sorted(set(params) - set(model)))
-  to_float32 = lambda x: np.asarray(x, np.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
-  return config, jax.tree.map(to_float32, model)
-
-
-register_format("prompt_tuning training run (MODEL_DIR with config.json and "
-                "checkpoints/<step>/)", is_model_dir, read_orbax_checkpoint)
-
-
 def check_params_fit(saved: Any, wanted: Any, where: str) -> None:
   """Raises CheckpointError naming each parameter whose shape differs from the model's."""
   problems = _shape_problems(_leaf_shapes(saved), _leaf_shapes(wanted), "parameter")
   if problems:
     raise CheckpointError(f"{where} does not fit this model: " + "; ".join(problems)
                           + ". Use the settings it was trained with (e.g. PROMPT_LENGTH)")
+
+
+def read_export(path, step: Optional[int] = None
+                ) -> tuple[int, dict[str, np.ndarray], dict[str, Any]]:
+  """`(step, arrays, sidecar)`: what the method of the run at `path` ships, from any
+  checkpoint step, without the model. The method and model come from MODEL_DIR's
+  config.json; a checkpoint without one is read as the method its tree belongs to."""
+  step, params = read_params(path, step)
+  export = _export_of_run(path, params)
+  if export is None:
+    raise CheckpointError(f"checkpoint step {step} under {path} holds no prompt nor any "
+                          "tuning method's parameters (its parameters start with "
+                          f"{_short(sorted(params))}): it is not a prompt- or prefix-tuning "
+                          "checkpoint")
+  arrays = export.arrays(params)
+  if arrays is None:
+    raise CheckpointError(f"{path} has no config.json, which {export.method.name} needs to "
+                          "compute its export: pass the run's MODEL_DIR")
+  sidecar = (export.method.sidecar(export.config, export.frozen_fingerprint, step)
+             if export.config is not None else None)
+  return step, arrays, sidecar
+
+
+def _export_of_run(path, params: Any) -> Optional[Export]:
+  directory, _ = locate(path)
+  model_dir = directory.parent
+  if (model_dir / CONFIG_FILE).is_file():
+    config, extra = load_model_config(model_dir)
+    if "method" in extra:
+      return Export(methods_lib.from_description(extra["method"]), config,
+                    extra.get("frozen_fingerprint"))
+    method = methods_lib.detect(params)
+    return None if method is None else Export(method.from_params(params), config,
+                                              extra.get("frozen_fingerprint"))
+  return default_export(params)

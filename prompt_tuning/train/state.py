@@ -16,9 +16,16 @@ import optax
 
 Params = dict[str, Any]
 
-# Prompt tuning trains the prompt alone; full fine-tuning and pretraining train all.
-PROMPT_ONLY = ("encoder_prompt/.*",)
+# Full fine-tuning and pretraining train every parameter; a tuning method names its own
+# (`Method.trainable`). PROMPT_ONLY is prompt tuning's, kept for callers of this module.
 EVERYTHING = (".*",)
+
+
+def __getattr__(name):
+  if name == "PROMPT_ONLY":
+    from prompt_tuning.methods import PromptTuning  # pylint: disable=import-outside-toplevel
+    return PromptTuning.trainable
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @flax.struct.dataclass

@@ -1,6 +1,6 @@
 """One compiled train step: the loss, gradients of the trainable part only, optax update.
 
-    program = build(model, tx, mesh, abstract_params, trainable=PROMPT_ONLY)
+    program = build(model, tx, mesh, abstract_params, trainable=method.trainable)
     state, frozen = program.init_state(params)           # placed on the mesh
     state, metrics = program.train_step(state, frozen, batch)
 

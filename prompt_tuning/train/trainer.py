@@ -21,14 +21,15 @@ import jax
 import optax
 import seqio
 
+from prompt_tuning import methods
+from prompt_tuning.io import exports
 from prompt_tuning.models import T5Config, get_config, load_pretrained
 from prompt_tuning.models.network import T5
-from prompt_tuning.prompts import check_prompt_budget, init_prompt_params, prompted_t5
 from prompt_tuning.prompts.initializers import PromptInit
 from prompt_tuning.train import checkpoints, optimizers, partitioning
 from prompt_tuning.train import step as step_lib
 from prompt_tuning.train.metrics import MetricsLogger
-from prompt_tuning.train.state import EVERYTHING, PROMPT_ONLY, unbox
+from prompt_tuning.train.state import EVERYTHING, unbox
 
 TaskLike = Union[str, seqio.Task, seqio.Mixture]
 
@@ -53,14 +54,18 @@ def task_vocab_size(name: str) -> int:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """What to train: the base model, and either a prompt or the whole model.
+  """What to train: the base model, and either a tuning method's parameters or the whole
+  model.
 
   `initial_checkpoint_path` names a Hugging Face, T5X or our own checkpoint; without
   one the model starts from random weights of `preset` (pretraining from scratch).
+  With `mode='prompt'` the `method` trains (`ModelSpec.method = @PrefixTuning()`); by
+  default it is prompt tuning with the `prompt_*` fields.
   """
   initial_checkpoint_path: Optional[str] = None
   preset: Optional[str] = None
-  mode: str = "prompt"  # "prompt": train the prompt alone; "full": train every weight
+  mode: str = "prompt"  # "prompt": train the method's parameters alone; "full": every weight
+  method: Optional[methods.Method] = None
   prompt_length: int = 100
   prompt_init: Optional[PromptInit] = None
   prompt_placement: str = "prefix"
@@ -76,8 +81,17 @@ class ModelSpec:
       raise ValueError("set INITIAL_CHECKPOINT_PATH, or a model preset to start from scratch")
 
   @property
+  def tuning_method(self) -> Optional[methods.Method]:
+    """The method that trains (None: the whole model trains)."""
+    if self.mode == "full":
+      return None
+    return self.method or methods.PromptTuning(self.prompt_length, self.prompt_init,
+                                               self.prompt_placement)
+
+  @property
   def trainable(self) -> Sequence[str]:
-    return PROMPT_ONLY if self.mode == "prompt" else EVERYTHING
+    method = self.tuning_method
+    return EVERYTHING if method is None else method.trainable
 
 
 # The fields that fix a checkpoint's parameter shapes and computation (not its vocabulary
@@ -136,9 +150,8 @@ def random_params(config: T5Config, seed: int) -> Any:
 
 
 def build_model(config: T5Config, spec: ModelSpec) -> T5:
-  if spec.mode == "prompt":
-    return prompted_t5(config, spec.prompt_length, spec.prompt_init, spec.prompt_placement)
-  return T5(config)
+  method = spec.tuning_method
+  return T5(config) if method is None else method.build_model(config)
 
 
 @dataclasses.dataclass
@@ -158,11 +171,13 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
            loss_config: step_lib.LossConfig, learning_rate: Optional[Callable] = None,
            seed: int = 0, keep_checkpoints: int = 3, restore_step: Optional[int] = None,
            max_encoder_length: Optional[int] = None, restore: bool = True,
-           for_training: bool = True, vocab_size: Optional[int] = None) -> Run:
+           for_training: bool = True, vocab_size: Optional[int] = None,
+           export_file: Optional[str] = None) -> Run:
   """Loads the base model, builds the step and restores a checkpoint (the latest by default).
 
-  With `restore=False` the trainable part keeps its initialisation (e.g. a prompt read
-  from PROMPT_FILE) and nothing is read from or written to `model_dir`. With
+  With `restore=False` the trainable part keeps its initialisation, or is read from
+  `export_file` (a method's export: PROMPT_FILE), and nothing is read from or written
+  to `model_dir`. With
   `for_training=False` (eval, infer) only the trainable parameters are read back, so the
   optimiser a run was trained with does not matter.
   """
@@ -173,14 +188,26 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
   config, base_params = load_base_model(spec, seed, vocab_size, init_params=False)
   mesh = partitioning.make_mesh(mesh_shape)
   partitioning.check_batch_size(batch_size, mesh)
-  if spec.mode == "prompt":
-    check_prompt_budget(spec.prompt_length, input_length, max_encoder_length)
-  model = build_model(config, spec)
+  method = spec.tuning_method
+  if method is not None:
+    method.check_lengths(input_length, max_encoder_length)
+  fingerprint = None if method is None else exports.fingerprint(base_params)
+  loaded = None
+  if export_file:
+    if method is None:
+      raise ValueError("a whole-model run (mode 'full') reads no method export file; unset "
+                       "PROMPT_FILE")
+    arrays, sidecar = exports.load_export(export_file)
+    method.check_sidecar(sidecar, config, fingerprint, str(export_file))
+    model, loaded = method.load(arrays, config, str(export_file))
+  else:
+    model = build_model(config, spec)
   program = step_lib.build(model, optimizer, mesh, step_lib.abstract_params(model),
                            spec.trainable, loss_config, learning_rate, seed)
   checkpointer, resume_step = None, None
   if restore and for_training:
-    checkpointer = checkpoints.Checkpointer(model_dir, keep=keep_checkpoints)
+    export = None if method is None else checkpoints.Export(method, config, fingerprint)
+    checkpointer = checkpoints.Checkpointer(model_dir, keep=keep_checkpoints, export=export)
     resume_step = restore_step if restore_step is not None else checkpointer.latest_step()
   try:
     if spec.mode == "full" and resume_step is not None:
@@ -189,15 +216,20 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
     else:
       if base_params is None:
         base_params = random_params(config, seed)
-      if spec.mode == "prompt":
+      if loaded is not None:
+        state, frozen = program.init_state(loaded, base_params)
+      elif method is not None:
         key = jax.random.PRNGKey(seed + 1)
         state, frozen = program.init_state(
-            unbox(init_prompt_params(model, base_params, key)), base_params)
+            unbox(method.init_params(model, base_params, key)), base_params)
       else:
         state, frozen = program.init_state(base_params, {})
     position = 0
     if checkpointer is not None:
-      checkpoints.save_model_config(model_dir, config, {"mode": spec.mode})
+      extra = {"mode": spec.mode}
+      if method is not None:
+        extra.update(method=method.describe(), frozen_fingerprint=fingerprint)
+      checkpoints.save_model_config(model_dir, config, extra)
       if resume_step is not None:
         state, position = checkpointer.restore(checkpoints.abstract_state(program), resume_step)
         logging.info("restored step %d from %s", int(state.step), model_dir)

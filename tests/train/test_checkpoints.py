@@ -240,7 +240,7 @@ def test_prompt_checkpoint_is_not_a_pretrained_model(run, tmp_path):
   ckpt.save(1, run[1](), 0)
   ckpt.close()
   with pytest.raises(io.CheckpointError,
-                     match="prompt-tuning checkpoint; it holds no model weights .*"
+                     match="tuning method .*; it holds no model weights .*"
                            "INITIAL_CHECKPOINT_PATH"):
     io.load_pretrained(tmp_path)
 

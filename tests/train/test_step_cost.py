@@ -1,31 +1,38 @@
-"""Frozen means frozen: the prompt step skips weight gradients and their optimiser state.
+"""Frozen means frozen: a method's step skips weight gradients and their optimiser state.
 
 Costs are XLA's own count (`cost_analysis()` of the compiled step) for the same model
-and batch, once training the prompt alone and once training every parameter.
+and batch, once training the method's parameters alone (a prompt, or prefixes) and once
+training every parameter.
 """
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
+from prompt_tuning.methods import PrefixTuning, PromptTuning
 from prompt_tuning.models import get_config
 from prompt_tuning.models.network import T5
-from prompt_tuning.prompts import from_sampled_vocab, init_prompt_params, prompted_t5
+from prompt_tuning.prompts import from_sampled_vocab
 from prompt_tuning.train import optimizers, partitioning
 from prompt_tuning.train import step as step_lib
-from prompt_tuning.train.state import EVERYTHING, PROMPT_ONLY, merge_params, tree_bytes
+from prompt_tuning.train.state import EVERYTHING, merge_params, tree_bytes
 
 PROMPT_LENGTH = 4
 BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH = 4, 32, 8
 
 
-@pytest.fixture(scope="module")
-def setup():
+METHODS = {"prompt": PromptTuning(PROMPT_LENGTH, from_sampled_vocab(50)),
+           "prefix": PrefixTuning(PROMPT_LENGTH, hidden_dim=24)}  # no frozen kernel is 64 x 24
+
+
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def setup(request):
   config = get_config("tiny", emb_dim=64, num_encoder_layers=2, num_decoder_layers=2,
                       dropout_rate=0.0)
   frozen = nn.meta.unbox(T5(config).init_params(jax.random.PRNGKey(0)))
-  model = prompted_t5(config, PROMPT_LENGTH, from_sampled_vocab(50))
-  prompt = nn.meta.unbox(init_prompt_params(model, frozen, jax.random.PRNGKey(1)))
+  method = METHODS[request.param]
+  model = method.build_model(config)
+  prompt = nn.meta.unbox(method.init_params(model, frozen, jax.random.PRNGKey(1)))
   rng = np.random.RandomState(0)
   tokens = lambda length: rng.randint(1, config.vocab_size, (BATCH_SIZE, length)).astype(np.int32)
   batch = {"encoder_input_tokens": tokens(INPUT_LENGTH),
@@ -33,13 +40,13 @@ def setup():
            "decoder_target_tokens": tokens(TARGET_LENGTH)}
   mesh = partitioning.make_mesh((1, 1), jax.devices()[:1])
   abstract = step_lib.abstract_params(model, INPUT_LENGTH, TARGET_LENGTH)
-  return model, frozen, prompt, batch, mesh, abstract
+  return model, frozen, prompt, batch, mesh, abstract, method
 
 
 def _program(setup, trainable):
-  model, frozen, prompt, batch, mesh, abstract = setup
+  model, frozen, prompt, batch, mesh, abstract, _ = setup
   program = step_lib.build(model, optimizers.adafactor(), mesh, abstract, trainable)
-  if trainable == PROMPT_ONLY:
+  if trainable != EVERYTHING:
     state, frozen_placed = program.init_state(prompt, frozen)
   else:
     state, frozen_placed = program.init_state(merge_params(frozen, prompt), {})
@@ -54,31 +61,32 @@ def _flops(program, state, frozen, batch) -> float:
   return float(cost["flops"])
 
 
-def test_prompt_step_costs_well_under_a_full_fine_tuning_step(setup):
-  prompt_flops = _flops(*_program(setup, PROMPT_ONLY))
+def test_method_step_costs_well_under_a_full_fine_tuning_step(setup):
+  prompt_flops = _flops(*_program(setup, setup[-1].trainable))
   full_flops = _flops(*_program(setup, EVERYTHING))
   assert prompt_flops > 0
   assert prompt_flops < 0.8 * full_flops, (prompt_flops, full_flops)
 
 
-def test_optimizer_state_holds_the_prompt_alone(setup):
+def test_optimizer_state_holds_the_method_alone(setup):
   _, frozen, prompt, *_ = setup
-  _, state, frozen_placed, _ = _program(setup, PROMPT_ONLY)
+  _, state, frozen_placed, _ = _program(setup, setup[-1].trainable)
   assert jax.tree.leaves(frozen_placed)  # the frozen weights are an argument, not state
-  assert list(state.params) == ["encoder_prompt"]
-  # Adafactor keeps at most a second-moment per prompt entry (plus momentum if enabled).
+  assert list(state.params) == list(prompt) == [setup[-1].trainable[0].split("/")[0]]
+  # Adafactor keeps at most a second-moment per trained entry (plus momentum if enabled).
   assert tree_bytes(state.opt_state) <= 2 * tree_bytes(prompt) + 256
   kernel_shapes = {x.shape for x in jax.tree.leaves(frozen) if x.ndim >= 2}
   opt_shapes = {x.shape for x in jax.tree.leaves(state.opt_state)}
   assert not opt_shapes & kernel_shapes, opt_shapes & kernel_shapes
   _, full_state, _, _ = _program(setup, EVERYTHING)
-  assert tree_bytes(full_state.opt_state) > 10 * tree_bytes(state.opt_state)
+  # The prefix MLP (width 24, to every layer) is large beside this tiny model: 5x, not 10x.
+  assert tree_bytes(full_state.opt_state) > 5 * tree_bytes(state.opt_state)
 
 
-def test_frozen_weights_stay_bit_identical_while_the_prompt_trains(setup):
-  program, state, frozen_placed, batch = _program(setup, PROMPT_ONLY)
+def test_frozen_weights_stay_bit_identical_while_the_method_trains(setup):
+  program, state, frozen_placed, batch = _program(setup, setup[-1].trainable)
   frozen_before = jax.tree.map(np.array, frozen_placed)
-  prompt_before = np.array(state.params["encoder_prompt"]["prompt"])
+  prompt_before = jax.tree.map(np.array, state.params)
   losses = []
   for _ in range(20):
     state, metrics = program.train_step(state, frozen_placed, batch)
@@ -90,6 +98,7 @@ def test_frozen_weights_stay_bit_identical_while_the_prompt_trains(setup):
   changed = [jax.tree_util.keystr(path) for (path, old), new in zip(before, after)
              if not np.array_equal(old, np.asarray(new))]
   assert not changed, f"frozen parameters changed: {changed}"
-  prompt_after = np.asarray(state.params["encoder_prompt"]["prompt"])
-  assert np.abs(prompt_after - prompt_before).max() > 1e-3
+  moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).max(), state.params,
+                       prompt_before)
+  assert min(jax.tree.leaves(moved)) > 1e-6 and max(jax.tree.leaves(moved)) > 1e-3, moved
   assert losses[-1] < losses[0]
