@@ -78,7 +78,8 @@ def test_train_eval_infer_export(workdir, tmp_path):
   assert {"train/loss", "train/learning_rate", "train/steps_per_sec", "train/tokens_per_sec",
           "train/token_accuracy"} <= set(records[0])
   assert sorted(p.name for p in (model_dir / "prompts").iterdir()) == [
-      "step_12.npy", "step_4.npy", "step_8.npy"]
+      "step_12.npy", "step_12.npy.json", "step_4.npy", "step_4.npy.json", "step_8.npy",
+      "step_8.npy.json"]
   prompt = np.load(model_dir / "prompts" / "step_12.npy")
   assert prompt.shape == (5, 32)
 

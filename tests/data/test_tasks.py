@@ -35,7 +35,8 @@ def test_metrics_follow_the_number_of_labels():
   assert seqio.TaskRegistry.get("newsgroups20").metric_fns == [metrics.accuracy,
                                                                metrics.macro_f1]
   rank = seqio.TaskRegistry.get("super_glue_cb" + tasks.RANK_SUFFIX)
-  assert rank.score_metric_fns[0].keywords == {"num_classes": 3}
+  assert rank.score_metric_fns[0].keywords == {
+      "num_classes": 3, "labels": ["entailment", "contradiction", "neutral"]}
   assert rank.postprocessor is metrics.rank_classification_target
 
 
