@@ -77,8 +77,10 @@ def test_train_eval_infer_export(workdir, tmp_path):
   records = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
   assert {"train/loss", "train/learning_rate", "train/steps_per_sec", "train/tokens_per_sec",
           "train/token_accuracy"} <= set(records[0])
-  assert sorted(p.name for p in (model_dir / "prompts").iterdir()) == [
+  assert sorted(p.name for p in (model_dir / "prompts").iterdir() if p.suffix == ".npy") == [
       "step_12.npy", "step_4.npy", "step_8.npy"]
+  side = json.loads((model_dir / "prompts" / "step_12.npy.json").read_text())
+  assert side["method"] == "prompt_tuning" and side["arrays"]["prompt"]["shape"] == [5, 32]
   prompt = np.load(model_dir / "prompts" / "step_12.npy")
   assert prompt.shape == (5, 32)
 
