@@ -80,6 +80,8 @@ def test_train_eval_infer_export(workdir, tmp_path):
   assert sorted(p.name for p in (model_dir / "prompts").iterdir()) == [
       "step_12.npy", "step_12.npy.json", "step_4.npy", "step_4.npy.json", "step_8.npy",
       "step_8.npy.json"]
+  side = json.loads((model_dir / "prompts" / "step_12.npy.json").read_text())
+  assert side["method"] == "prompt_tuning" and side["arrays"]["prompt"]["shape"] == [5, 32]
   prompt = np.load(model_dir / "prompts" / "step_12.npy")
   assert prompt.shape == (5, 32)
 

@@ -153,3 +153,51 @@ def test_beam_score_is_the_sequence_log_likelihood(pair):
     n = len(_until_eos(best[b]))
     expected = sum(logp[b, t, best[b, t]] for t in range(n))
     np.testing.assert_allclose(scores[b, 0], expected, rtol=1e-4)
+
+
+def test_decoder_self_attention_prefix_matches_transformers_past_key_values(pair):
+  """A decoder self-attention prefix is what transformers' cache API calls past keys and
+  values. transformers places them at positions 0..p-1 with relative position bias; our
+  prefix has none (zero bias), so its first layer's bias is zeroed over the prefix
+  columns: the rest (the concatenation, the causal mask over p + length keys, the
+  shifted query positions) is transformers' own."""
+  from prompt_tuning.methods import PrefixTuning
+  _, hf, config, params = pair
+  p = 3
+  rng = np.random.RandomState(1)
+  shape = (p, config.num_heads, config.head_dim)
+  arrays = {f"decoder/layers_{i}/{part}": rng.randn(*shape).astype(np.float32)
+            for i in range(config.num_decoder_layers) for part in ("key", "value")}
+  model, prefixes = PrefixTuning(p, attention=("decoder",), reparameterize=False).load(
+      arrays, config, "random prefixes")
+  ours = np.asarray(model.apply({"params": {**params, **prefixes}}, jnp.asarray(ENC),
+                                jnp.asarray(DEC)))
+
+  cache = transformers.EncoderDecoderCache(transformers.DynamicCache(),
+                                           transformers.DynamicCache())
+  batch = ENC.shape[0]
+  for i in range(config.num_decoder_layers):
+    as_hf = lambda a: torch.tensor(a).permute(1, 0, 2)[None].expand(batch, -1, -1, -1)
+    cache.self_attention_cache.update(as_hf(arrays[f"decoder/layers_{i}/key"]),
+                                      as_hf(arrays[f"decoder/layers_{i}/value"]), i)
+  attention = hf.decoder.block[0].layer[0].SelfAttention
+  original = attention.compute_bias
+
+  def zero_over_prefix(*args, **kwargs):
+    bias = original(*args, **kwargs).clone()
+    bias[..., :p] = 0.0
+    return bias
+
+  attention.compute_bias = zero_over_prefix
+  import inspect  # transformers 5.x names the argument `cache`, 4.x `past_key_values`
+  name = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+  try:
+    with torch.no_grad():
+      ref = hf(input_ids=torch.tensor(ENC), attention_mask=torch.tensor(ENC > 0),
+               decoder_input_ids=torch.tensor(DEC), **{name: cache}).logits.numpy()
+  finally:
+    attention.compute_bias = original
+  assert cache.self_attention_cache.get_seq_length(0) == p + DEC.shape[1]  # it used ours
+  plain = _hf_logits(hf, ENC, DEC)
+  assert np.abs(ref - plain).max() > 1e-3  # the prefix matters
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
