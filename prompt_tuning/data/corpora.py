@@ -10,7 +10,6 @@ Splits are fixed functions of the pinned files: the same bytes on every run.
 """
 import csv
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -87,10 +86,6 @@ class Corpus:
     return ("text", "label") if self.name in LABELS else ("text",)
 
 
-def _bucket(key: str) -> int:
-  return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16)
-
-
 def split_groups(groups: dict[str, Rows], fractions: dict[str, float]) -> dict[str, Rows]:
   """Deals whole groups to splits, in the (fixed) order of a hash of the group key.
 
@@ -105,7 +100,7 @@ def split_groups(groups: dict[str, Rows], fractions: dict[str, float]) -> dict[s
     acc += fractions[name]
     limits.append(acc * total)
   chosen, seen, index = {}, 0, 0
-  for key in sorted(groups, key=lambda k: (_bucket(k), k)):
+  for key in sorted(groups, key=lambda k: (sources.stable_hash(k), k)):
     while index < len(names) - 1 and seen >= limits[index]:
       index += 1
     chosen[key] = names[index]

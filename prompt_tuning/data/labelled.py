@@ -20,7 +20,6 @@ Nothing here reads rotten_tomatoes or Reuters text except `held_out_keys`, which
 the corpora use to drop any row that also occurs in a held-out target.
 """
 import csv
-import hashlib
 import html
 import io
 import re
@@ -45,10 +44,6 @@ def normalise(text: str) -> str:
 def letters_key(text: str) -> str:
   """Lower-cased letters and single spaces only: a stricter comparison key."""
   return " ".join(re.findall(r"[a-z]+", text.lower()))
-
-
-def _hash(key: str) -> int:
-  return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16)
 
 
 # ---------------------------------------------------------------------------
@@ -150,7 +145,7 @@ def phrases(wheels: dict[str, str], per_word: int = 5) -> list[Row]:
   for word in adjectives:
     label = polar[word]
     for k in range(per_word):
-      h = _hash(f"{word}:{k}")
+      h = sources.stable_hash(f"{word}:{k}")
       subject = _SUBJECTS[h % len(_SUBJECTS)]
       other_label = label if (h >> 8) % 2 else _FLIP[label]
       pool = by_label[other_label]

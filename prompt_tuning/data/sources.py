@@ -90,6 +90,11 @@ class SourceError(RuntimeError):
   """A pinned package could not be downloaded or failed its checksum."""
 
 
+def stable_hash(key: str) -> int:
+  """A 64-bit integer from the sha256 of `key`: the same on every run and host."""
+  return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16)
+
+
 def sha256_of(path: str) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as f:
