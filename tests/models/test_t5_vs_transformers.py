@@ -12,8 +12,8 @@ transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
 
-from prompt_tuning.models import decoding, load_pretrained  # noqa: E402
-from prompt_tuning.models.network import T5  # noqa: E402
+# The public entry points, as a user imports them.
+from prompt_tuning.models import T5, T5Config, decoding, load_pretrained  # noqa: E402
 
 # (name, transformers config overrides); tiny, but each varies one thing T5 variants vary.
 CONFIGS = {
@@ -97,7 +97,9 @@ def test_config_read_from_transformers(pair):
 
 def test_logits_match_transformers(pair):
   _, hf, config, params = pair
-  ours = np.asarray(T5(config).apply({"params": params}, jnp.asarray(ENC), jnp.asarray(DEC)))
+  assert isinstance(config, T5Config)
+  ours = np.asarray(T5(config).apply({"params": params}, jnp.asarray(ENC), jnp.asarray(DEC),
+                                     None, enable_dropout=False))
   ref = _hf_logits(hf, ENC, DEC)
   assert ours.shape == (3, DEC.shape[1], VOCAB)
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
