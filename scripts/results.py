@@ -90,12 +90,21 @@ GROUPS = {
               Cell("prompt_multitask", model="multitask"), Cell("full", mode="full")],
     "init": [Cell(f"init_{i}", init=i) for i in ("class_labels", "sampled_vocab", "uniform")],
     "length": [Cell(f"length_{p}", prompt_length=p) for p in (1, 5, 20, 100)],
+    # The same comparisons on the multi-task model, whose held-out targets these are.
+    "mt_model": [Cell("prompt_multitask", model="multitask"),
+                 Cell("full_multitask", model="multitask", mode="full")],
+    "mt_init": [Cell(f"init_{i}_multitask", model="multitask", init=i)
+                for i in ("class_labels", "sampled_vocab", "uniform")],
+    "mt_length": [Cell(f"length_{p}_multitask", model="multitask", prompt_length=p)
+                  for p in (1, 5, 20, 100)],
 }
 # Lester et al. 2021's orderings, the hypotheses these runs test.
 PAPER_ORDER = {"model": "full fine-tuning > LM-adapted prompt > span-corruption prompt at "
                         "small scale",
                "init": "class labels > sampled vocab > uniform at small scale",
                "length": "longer helps up to about 20 tokens, little beyond"}
+PAPER_ORDER.update({f"mt_{g}": PAPER_ORDER[g] for g in ("init", "length")})
+PAPER_ORDER["mt_model"] = "full fine-tuning > prompt at small scale"
 
 
 def grid() -> tuple[list[Cell], dict[str, list[str]]]:
@@ -279,6 +288,7 @@ def short_label(cell: dict, group: str) -> str:
   """A cell's name within one comparison: what differs there."""
   if cell.get("mode") == "full":
     return "full fine-tuning"
+  group = group.removeprefix("mt_")
   if group == "model":
     return {"lm_adapted": "LM-adapted prompt", "span_corruption": "span-corruption prompt",
             "multitask": "multi-task prompt"}[

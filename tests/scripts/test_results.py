@@ -37,12 +37,20 @@ def test_grid_has_each_configuration_once_and_shares_the_reference():
   cells, groups = results.grid()
   assert [c.name for c in cells] == ["prompt_lm", "prompt_span", "prompt_multitask", "full",
                                      "init_sampled_vocab", "init_uniform", "length_1",
-                                     "length_5", "length_100"]
+                                     "length_5", "length_100", "full_multitask",
+                                     "init_sampled_vocab_multitask", "init_uniform_multitask",
+                                     "length_1_multitask", "length_5_multitask",
+                                     "length_100_multitask"]
   assert len({c.key for c in cells}) == len(cells)
+  # On the multi-task model its quickstart cell is the reference of each comparison.
+  assert groups["mt_init"] == ["prompt_multitask", "init_sampled_vocab_multitask",
+                               "init_uniform_multitask"]
+  assert groups["mt_length"][2] == "prompt_multitask"
+  assert results.short_label({"init": "uniform"}, "mt_init") == "uniform"
   # Class-label init and length 20 are the reference cell, not runs of their own.
   assert groups["init"] == ["prompt_lm", "init_sampled_vocab", "init_uniform"]
   assert groups["length"] == ["length_1", "length_5", "prompt_lm", "length_100"]
-  assert [c.name for c in results.select(cells, "length_*,full")] == [
+  assert [c.name for c in results.select(cells, "length_?,length_??,length_???,full")] == [
       "full", "length_1", "length_5", "length_100"]
 
 
