@@ -167,7 +167,7 @@ def refuse_prefixes(attention: Sequence[str]) -> CheckpointError:
   reasons = "; ".join(f"{kind}: {PREFIX_KINDS_PEFT_LACKS[kind]}" for kind in attention)
   return CheckpointError(
       f"PEFT cannot express this prefix-tuning run's attention kinds {', '.join(attention)} "
-      f"({reasons}). Export the .npz instead (--format=npy), or train prompt tuning for a "
+      f"({reasons}). Export the .npz instead (--format=numpy), or train prompt tuning for a "
       "PEFT adapter")
 
 

@@ -18,10 +18,11 @@ model nor a matching mesh is needed.
 
 `--format=peft` writes a Hugging Face PEFT prompt-tuning adapter folder
 (`adapter_config.json` + `adapter_model.safetensors`, see `prompt_tuning.io.peft`) for
-any method whose export is one `[p, d]` prompt; prefix tuning is refused with the
-reasons. Its `base_model_name_or_path` is `--base_model`, else the run's
-INITIAL_CHECKPOINT_PATH as MODEL_DIR/config.gin records it; either must be a Hugging
-Face folder of the run's model (`convert_checkpoint` writes one from other formats).
+any method whose export is one `[p, d]` prompt placed in front of the inputs (PEFT's
+only place); prefix tuning is refused with the reasons. Its `base_model_name_or_path`
+is `--base_model`, else the run's INITIAL_CHECKPOINT_PATH as MODEL_DIR/config.gin
+records it; either must be a Hugging Face folder of the run's model, its shape and the
+fingerprint of its weights checked (`convert_checkpoint` writes one from other formats).
 """
 from __future__ import annotations
 
@@ -101,6 +102,11 @@ def _export_peft(args, arrays, sidecar) -> pathlib.Path:
   if sidecar is None:
     raise CheckpointError(f"{args.checkpoint_dir} has no config.json: the model's T5Config "
                           "is needed for the adapter's config; pass the run's MODEL_DIR")
+  placement = sidecar.get("settings", {}).get("placement", "prefix")
+  if placement != "prefix":
+    raise CheckpointError(f"this prompt was trained with placement {placement!r}, but PEFT "
+                          "puts a prompt in front of the inputs (placement 'prefix'); it "
+                          "would compute something else there")
   config = T5Config.from_dict(sidecar["t5_config"])
   base = args.base_model
   if base is None:
@@ -111,6 +117,14 @@ def _export_peft(args, arrays, sidecar) -> pathlib.Path:
                             "pass --base_model, the Hugging Face folder of the frozen model")
   base = str(pathlib.Path(base).resolve())
   peft.check_base_model(base, config)
+  trained_on = sidecar.get("frozen_fingerprint")
+  if trained_on:
+    from prompt_tuning.io import fingerprint, load_pretrained
+    if fingerprint(load_pretrained(base)[1]) != trained_on:
+      raise CheckpointError(f"the base model {base} has the run's shape but other weights "
+                            f"than the prompt was trained on (fingerprint {trained_on}): "
+                            "pass --base_model naming the Hugging Face folder of the run's base "
+                            "(converted at the dtype it was trained from)")
   (prompt,) = arrays.values()
   return peft.write_peft_prompt(args.output, prompt, config, base, overwrite=args.overwrite)
 
