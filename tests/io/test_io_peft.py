@@ -2,10 +2,7 @@
 PyTorch, a PEFT-trained adapter gives PEFT's logits here, and PEFT's T5 prefix tuning
 does what the refusal to export prefixes says it does."""
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +15,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
-from prompt_tuning.io import CheckpointError, load_export, load_pretrained  # noqa: E402
+from prompt_tuning.io import (CheckpointError, fingerprint, load_export,  # noqa: E402
+                              load_pretrained)
 from prompt_tuning.io import peft as peft_io  # noqa: E402
 from prompt_tuning.methods import PrefixTuning  # noqa: E402
 from prompt_tuning.methods.prompt_tuning import PromptTuning  # noqa: E402
@@ -37,31 +35,51 @@ DEC = np.array([[0, 3, 4, 5, 6], [0, 7, 8, 1, 0], [0, 9, 1, 0, 0]])
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """`(base HF folder, run dir)`: a tiny random base written by our HF writer and a
-  prompt tuned on it for 3 steps by the training command line."""
+  """`(base HF folder, run dir)`: a tiny random base written by our HF writer, and a run
+  dir as training leaves it (checkpoint, config.json, config.gin) holding a prompt
+  trained on that base for a few gradient steps of our model."""
   root = tmp_path_factory.mktemp("peft")
   base = root / "base"
   write_random_model(str(base), "tiny", seed=0)
-  lines = ["text\tlabel"] + [f"the film was {w} overall\t{l}" for w, l in [
-      ("great", "positive"), ("dull", "negative"), ("superb", "positive"),
-      ("awful", "negative")] * 4]
-  (root / "train.tsv").write_text("\n".join(lines) + "\n")
+  config, params = load_pretrained(base)
+  method = PromptTuning(length=LENGTH)
+  model = method.build_model(config)
+
+  def loss(prompt):
+    logits = model.apply({"params": {**params, "encoder_prompt": {"prompt": prompt}}},
+                         jnp.asarray(ENC), jnp.asarray(DEC))
+    logp = jax.nn.log_softmax(logits[:, :-1])
+    return -jnp.take_along_axis(logp, jnp.asarray(DEC[:, 1:, None]), -1).mean()
+
+  grad = jax.jit(jax.grad(loss))
+  prompt = jnp.asarray(params["token_embedder"]["embedding"][10:10 + LENGTH])
+  for _ in range(3):
+    prompt = prompt - 0.5 * grad(prompt)
   run = root / "run"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", XLA_FLAGS="")
-  args = ["--gin_file=configs/prompt_finetune.gin", f"--gin.MODEL_DIR='{run}'",
-          f"--gin.INITIAL_CHECKPOINT_PATH='{base}'",
-          "--gin.MIXTURE_OR_TASK_NAME=@tsv_classification_task()",
-          "--gin.tsv_classification_task.name='peft_reviews'",
-          f"--gin.tsv_classification_task.train='{root / 'train.tsv'}'",
-          f"--gin.tsv_classification_task.validation='{root / 'train.tsv'}'",
-          "--gin.tsv_classification_task.labels=['negative', 'positive']",
-          "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}", "--gin.BATCH_SIZE=4",
-          f"--gin.PROMPT_LENGTH={LENGTH}", "--gin.TRAIN_STEPS=3", "--gin.CHECKPOINT_PERIOD=3",
-          "--gin.EVAL_PERIOD=None"]
-  result = subprocess.run([sys.executable, "-m", "prompt_tuning.train", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
+  ckpt = checkpoints.Checkpointer(run, async_save=False)
+  ckpt.save(3, TrainState.create({"encoder_prompt": {"prompt": np.asarray(prompt)}},
+                                 optimizers.adafactor()), 3)
+  ckpt.close()
+  checkpoints.save_model_config(run, config, {"mode": "prompt", "method": method.describe(),
+                                              "frozen_fingerprint": fingerprint(params)})
+  # As the trainer's write_gin_config records it.
+  (run / "config.gin").write_text(f"INITIAL_CHECKPOINT_PATH = '{base}'\n\n"
+                                  "ModelSpec.initial_checkpoint_path = "
+                                  "%INITIAL_CHECKPOINT_PATH\n")
   return base, run
+
+
+def test_recorded_base_model(tmp_path):
+  (tmp_path / "config.gin").write_text(
+      "INITIAL_CHECKPOINT_PATH = @embedded_model_path()\n"
+      "embedded_model_path.name = 't5_multitask'\n"
+      "ModelSpec.initial_checkpoint_path = %INITIAL_CHECKPOINT_PATH\n")
+  assert export_prompt.recorded_base_model(tmp_path) == str(
+      REPO / "prompt_tuning" / "assets" / "t5_multitask")
+  (tmp_path / "config.gin").write_text("ModelSpec.initial_checkpoint_path = '~/t5'\n")
+  assert export_prompt.recorded_base_model(tmp_path) == str(pathlib.Path("~/t5").expanduser())
+  (tmp_path / "config.gin").write_text("ModelSpec.prompt_length = 5\n")
+  assert export_prompt.recorded_base_model(tmp_path) is None
 
 
 def _ours(base, prompt):
@@ -174,13 +192,33 @@ def test_export_errors(trained, tmp_path, capsys):
   base, run = trained
   # A base of another shape than the run's.
   other = tmp_path / "other"
-  write_random_model(str(other), "t5_1_1_tiny", seed=0)
+  other.mkdir()
+  hf_config = json.loads((base / "config.json").read_text())
+  (other / "config.json").write_text(json.dumps({**hf_config, "d_model": 4}))
+  (other / "model.safetensors").write_bytes(b"")  # only its config is read
   err = _error(capsys, [f"--checkpoint_dir={run}", f"--output={tmp_path / 'a'}",
                         "--format=peft", f"--base_model={other}"])
   assert "is not the model the prompt was trained on" in err and "d_model 4 vs 32" in err
   assert not (tmp_path / "a").exists()
-  # A prefix-tuning run: every kind is refused, with its reason.
+  # The run's shape, other weights.
+  write_random_model(str(tmp_path / "same_shape"), "tiny", seed=1)
+  err = _error(capsys, [f"--checkpoint_dir={run}", f"--output={tmp_path / 'a'}",
+                        "--format=peft", f"--base_model={tmp_path / 'same_shape'}"])
+  assert "has the run's shape but other weights" in err
+  # A prompt placed after the inputs: PEFT only prepends.
   config, _ = load_pretrained(base)
+  suffix_run = tmp_path / "suffix_run"
+  ckpt = checkpoints.Checkpointer(suffix_run, async_save=False)
+  prompt = np.ones((LENGTH, config.emb_dim), np.float32)
+  ckpt.save(1, TrainState.create({"encoder_prompt": {"prompt": prompt}},
+                                 optimizers.adafactor()), 0)
+  ckpt.close()
+  checkpoints.save_model_config(suffix_run, config, {"mode": "prompt", "method": PromptTuning(
+      length=LENGTH, placement="suffix").describe()})
+  err = _error(capsys, [f"--checkpoint_dir={suffix_run}", f"--output={tmp_path / 'a'}",
+                        "--format=peft", f"--base_model={base}"])
+  assert "placement 'suffix'" in err and not (tmp_path / "a").exists()
+  # A prefix-tuning run: every kind is refused, with its reason.
   prefix_run = tmp_path / "prefix_run"
   method = PrefixTuning(length=2, reparameterize=False)
   shape = (2, config.num_heads, config.head_dim)
@@ -195,7 +233,7 @@ def test_export_errors(trained, tmp_path, capsys):
   err = _error(capsys, [f"--checkpoint_dir={prefix_run}", f"--output={tmp_path / 'b'}",
                         "--format=peft", f"--base_model={base}"])
   assert "PEFT cannot express this prefix-tuning run's attention kinds encoder, decoder, cross" in err
-  assert "relative position bias" in err and "--format=npy" in err
+  assert "relative position bias" in err and "--format=numpy" in err
   assert not (tmp_path / "b").exists()
 
 
