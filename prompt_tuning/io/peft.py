@@ -25,6 +25,7 @@ import numpy as np
 
 from prompt_tuning.io.errors import CheckpointError
 from prompt_tuning.io.files import atomic_directory
+from prompt_tuning.io.hf import _read_json as read_json  # pylint: disable=protected-access
 from prompt_tuning.models.config import T5Config
 
 CONFIG_FILE = "adapter_config.json"
@@ -94,13 +95,7 @@ def read_peft_config(path) -> dict[str, Any]:
     raise CheckpointError(f"PEFT adapter folder {path} {what}: pass the folder "
                           "save_pretrained wrote (adapter_config.json + "
                           "adapter_model.safetensors)")
-  try:
-    data = json.loads(file.read_text(encoding="utf-8"))
-  except (OSError, UnicodeDecodeError, ValueError) as e:
-    raise CheckpointError(f"cannot read {file} as JSON: {e}") from None
-  if not isinstance(data, dict):
-    raise CheckpointError(f"{file} must hold a JSON object, got {type(data).__name__}")
-  return data
+  return read_json(file)
 
 
 def read_peft_prompt(path, width: Optional[int] = None) -> np.ndarray:
@@ -178,12 +173,9 @@ def check_base_model(path, config: T5Config) -> None:
     raise CheckpointError(f"the base model {path} is not a Hugging Face folder (no "
                           "config.json): write one with python -m "
                           "prompt_tuning.scripts.convert_checkpoint and pass it as --base_model")
-  try:
-    hf = json.loads(file.read_text(encoding="utf-8"))
-  except (OSError, UnicodeDecodeError, ValueError) as e:
-    raise CheckpointError(f"cannot read {file} as JSON: {e}") from None
+  hf = read_json(file)
   weights = ("model.safetensors", "model.safetensors.index.json")
-  if not isinstance(hf, dict) or not any((pathlib.Path(path) / w).is_file() for w in weights):
+  if not any((pathlib.Path(path) / w).is_file() for w in weights):
     raise CheckpointError(f"the base model {path} holds no model.safetensors: not a Hugging "
                           "Face model folder")
   layers = hf.get("num_layers")
