@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from prompt_tuning.io import peft
 from prompt_tuning.io.errors import CheckpointError
 from prompt_tuning.io.files import atomic_file
 from prompt_tuning.io.prompts import load_prompt_npy, save_prompt_npy
@@ -74,9 +75,12 @@ def save_export(path, arrays: dict[str, Any], sidecar: Optional[dict[str, Any]] 
 def load_export(path) -> tuple[dict[str, np.ndarray], Optional[dict[str, Any]]]:
   """`(arrays by name, sidecar or None)` of a file `save_export` (or `np.save`) wrote.
 
-  A `.npy` file's one array is named as its sidecar says, else `""`.
+  A `.npy` file's one array is named as its sidecar says, else `""`. A Hugging Face PEFT
+  prompt-tuning adapter folder reads as its prompt, without a sidecar (`io.peft`).
   """
   path = pathlib.Path(path)
+  if path.is_dir() and peft.is_peft_adapter(path):
+    return {"": peft.read_peft_prompt(path)}, None
   sidecar = read_sidecar(path)
   if path.suffix == SEVERAL:
     if not path.is_file():

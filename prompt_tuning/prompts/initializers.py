@@ -141,6 +141,26 @@ def from_file(path: str = gin.REQUIRED) -> PromptInit:
   return init
 
 
+@gin.configurable
+def from_peft(path: str = gin.REQUIRED) -> PromptInit:
+  """The prompt of a Hugging Face PEFT prompt-tuning adapter folder (`save_pretrained`).
+
+  Either of PEFT's layouts: `num_transformer_submodules` 1, or 2 (PEFT's seq2seq
+  default), whose first half is the encoder's prompt and whose decoder half PEFT never
+  uses; that half is dropped. A PEFT prefix-tuning, P-tuning or LoRA adapter, a prompt of
+  another width or of another length than PROMPT_LENGTH is an error.
+  """
+  def init(rng, shape, embedding=None):
+    from prompt_tuning.io.peft import read_peft_prompt
+    _check_shape(shape)
+    prompt = read_peft_prompt(path, width=shape[1])
+    if prompt.shape[0] != shape[0]:
+      raise ValueError(f"the PEFT adapter {path} holds {prompt.shape[0]} virtual tokens but "
+                       f"the prompt is {shape[0]} long: set PROMPT_LENGTH = {prompt.shape[0]}")
+    return from_array(prompt)(rng, shape, embedding)
+  return init
+
+
 def _default_vocabulary():
   from prompt_tuning.data.vocab import get_vocabulary
   return get_vocabulary()
