@@ -1,6 +1,7 @@
 """PEFT interop against PEFT itself: our prompt as a PEFT adapter gives our logits in
 PyTorch, a PEFT-trained adapter gives PEFT's logits here, and PEFT's T5 prefix tuning
 does what the refusal to export prefixes says it does."""
+import dataclasses
 import json
 import pathlib
 
@@ -282,3 +283,22 @@ def test_peft_t5_prefix_tuning_is_what_the_refusal_says(trained):
     plain = _hf(base).encoder(input_ids=enc, attention_mask=(enc > 0).long())
   np.testing.assert_allclose(encoded.numpy(), plain.last_hidden_state.numpy(), rtol=0,
                              atol=1e-6)
+
+
+def test_prompt_init_macro_selects_the_peft_adapter(tmp_path):
+  """`--gin.PROMPT_INIT="@from_peft()"` over a recipe that set another initialiser."""
+  import gin
+  from prompt_tuning import gin_utils
+  from prompt_tuning.train.trainer import ModelSpec
+  prompt = np.arange(6 * 8, dtype=np.float32).reshape(6, 8) / 10
+  from prompt_tuning.models import get_config
+  config = dataclasses.replace(get_config("tiny"), emb_dim=8)
+  peft_io.write_peft_prompt(str(tmp_path / "adapter"), prompt, config, base_model="base")
+  try:
+    gin_utils.configure(["configs/quickstart.gin"], [
+        "MODEL_DIR = '/unused'", "PROMPT_INIT = @from_peft()",
+        f"from_peft.path = '{tmp_path / 'adapter'}'"], [])
+    spec = ModelSpec()
+  finally:
+    gin.clear_config()
+  np.testing.assert_array_equal(np.asarray(spec.prompt_init(None, (6, 8))), prompt)
