@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import gin
 
@@ -17,12 +17,15 @@ PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 
 USAGE = """usage: python -m {prog} --gin_file=FILE [--gin_file=FILE ...] [--gin.NAME=VALUE ...]
                  [--gin_bindings=BINDING ...] [--gin_search_paths=DIR[,DIR...]]
+                 [--verbosity=N]
 
   --gin_file          a gin file; searched in --gin_search_paths, the working directory
                       and the package's gin/ and configs/ folders
   --gin.NAME=VALUE    bind a gin parameter or macro, e.g. --gin.MODEL_DIR="'/tmp/run'"
   --gin_bindings      a binding in gin syntax, e.g. --gin_bindings="TRAIN_STEPS = 100"
   --gin_search_paths  extra directories to search for gin files, comma separated
+  --verbosity         0 (default): a progress line per checkpoint and a summary, no
+                      TensorFlow/CUDA start-up lines; 1: every line, every metric
 """
 
 
@@ -30,9 +33,17 @@ class UsageError(ValueError):
   pass
 
 
-def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
-  """argv → (gin files, bindings, search paths). Accepts `--flag=value` and `--flag value`."""
-  files, bindings, paths = [], [], []
+class Flags(NamedTuple):
+  files: list[str]
+  bindings: list[str]
+  search_paths: list[str]
+  verbosity: int = 0
+
+
+def parse_flags(argv: Sequence[str]) -> Flags:
+  """argv → gin files, bindings, search paths, verbosity. Accepts `--flag=value` and
+  `--flag value`."""
+  files, bindings, paths, verbosity = [], [], [], 0
   args = list(argv)
   i = 0
   while i < len(args):
@@ -55,9 +66,13 @@ def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
       paths.extend(p for p in value.split(",") if p)
     elif name.startswith("gin."):
       bindings.append(f"{name[4:]} = {value}")
+    elif name == "verbosity":
+      if value not in ("0", "1"):
+        raise UsageError(f"--verbosity must be 0 or 1, got {value!r}")
+      verbosity = int(value)
     else:
       raise UsageError(f"unknown flag --{name}")
-  return files, bindings, paths
+  return Flags(files, bindings, paths, verbosity)
 
 
 def search_path(extra: Sequence[str]) -> list[str]:
@@ -94,10 +109,17 @@ def run(main: Callable[[], object], argv: Optional[Sequence[str]] = None,
   if any(a in ("-h", "--help") for a in argv):
     print(USAGE.format(prog=prog))
     return 0
+  try:
+    flags = parse_flags(argv)
+  except UsageError as e:
+    print(f"error: {e}\n\n{USAGE.format(prog=prog)}", file=sys.stderr)
+    return 2
+  from prompt_tuning import logs
+  logs.set_up(flags.verbosity)  # before anything imports TensorFlow
   from prompt_tuning.io import CheckpointError
   from prompt_tuning.train.trainer import TrainingError
   try:
-    files, bindings, paths = parse_flags(argv)
+    files, bindings, paths = flags.files, flags.bindings, flags.search_paths
     if not files and not bindings:
       raise UsageError("give at least one --gin_file")
     configure(files, bindings, paths)

@@ -428,7 +428,7 @@ def _train(command: list[str], model_dir: str, train_steps: int, prefix: str) ->
     try:
       for line in proc.stdout:
         log.write(line)
-        step = re.match(r"step (\d+):", line)
+        step = re.match(r"step (\d+)[:/]", line)  # "step 2: ..." or "step 2/300  loss ..."
         if live and step:
           print(f"\r{prefix} step {step[1]}/{train_steps}, {_clock(time.time() - start)}",
                 end="", flush=True)

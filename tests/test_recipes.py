@@ -54,7 +54,7 @@ def test_multitask_recipe_trains_the_whole_model_on_the_mixture(prepared, tmp_pa
   out = _run("prompt_tuning.train", [
       "--gin_file=configs/multitask.gin", f"--gin.MODEL_DIR='{model_dir}'",
       "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=2"]).stdout
-  assert "step 2:" in out
+  assert "step 2/2  loss " in out and "trained steps 0-2" in out
   step, params = checkpoints.read_params(str(model_dir))
   _, base = load_pretrained(embedded_model_path("t5_lm_adapted"))
   assert step == 2

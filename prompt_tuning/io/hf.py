@@ -13,6 +13,13 @@ output by `d_model**-0.5` when `tie_word_embeddings` is true (the default); tran
 that differs from `shared.weight`. We read either: a tied, scaled output becomes
 `logits_via_embedding=True`; anything else becomes a `decoder/logits_dense/kernel`
 (with the scale folded into it in the rare untied-but-scaled case).
+
+Loading an untied model (T5.1.1, our embedded models) in transformers 5 logs "The tied
+weights mapping and config for this model specifies to tie shared.weight to
+lm_head.weight, but both are present ... so we will NOT tie them": its `T5Config` sets
+`tie_word_embeddings=True` whatever config.json says, and no file layout avoids the
+message (transformers' own save/reload of such a model logs it too). The weights load
+as written; a tied model loads silently.
 """
 from __future__ import annotations
 

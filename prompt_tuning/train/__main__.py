@@ -4,9 +4,14 @@ import sys
 from prompt_tuning import gin_utils
 
 
-def main(argv=None) -> int:
+def _train():
+  # Imported here, after gin_utils.run has set the verbosity: it imports TensorFlow.
   from prompt_tuning.train import trainer
-  return gin_utils.run(lambda: trainer.train(), argv, prog="prompt_tuning.train")
+  return trainer.train()
+
+
+def main(argv=None) -> int:
+  return gin_utils.run(_train, argv, prog="prompt_tuning.train")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,7 @@ class Checkpointer:
                                           item_handlers=_item_handlers())
     self._pending: Optional[int] = None  # an asynchronous save not yet known to be done
     self.export = export
+    self.last_export: Optional[pathlib.Path] = None  # the export the last save wrote
 
   def latest_step(self) -> Optional[int]:
     """The newest step saved (a save still in progress included), or None."""
@@ -269,7 +270,7 @@ class Checkpointer:
     if export is not None and jax.process_index() == 0:
       try:
         self.prompt_dir.mkdir(parents=True, exist_ok=True)
-        export.write(self.prompt_dir / f"step_{step}", host_params, step)
+        self.last_export = export.write(self.prompt_dir / f"step_{step}", host_params, step)
       except OSError as e:
         raise CheckpointSaveError(f"could not write the export of checkpoint {step} to "
                                   f"{self.prompt_dir}: {e} ({_disk_hint(e)})") from e

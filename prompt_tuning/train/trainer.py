@@ -297,7 +297,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
                vocab_size=task_vocab_size(name))
   start = int(run.state.step)
   write_gin_config(model_dir, "config.gin")
-  logger = MetricsLogger(model_dir, total_steps=train_steps, start_step=start)
+  logger = MetricsLogger(model_dir, total_steps=train_steps, start_step=start,
+                         batch_size=batch_size, progress_period=checkpoint_period)
   evaluators = (make_evaluators(run, name, eval_split, task_feature_lengths, batch_size,
                                  eval_examples) if eval_period else [])
   if start >= train_steps:
@@ -362,6 +363,7 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
     logger.close()
     run.checkpointer.close()  # waits for the last async save; raises if it failed
   write_gin_config(model_dir, "operative_config.gin", operative=True)
+  print(logger.summary(train_steps, run.checkpointer.last_export), flush=True)
   return results
 
 

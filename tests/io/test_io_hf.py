@@ -1,6 +1,8 @@
 """Hugging Face checkpoints: transformers writes, we read; we write, transformers reads."""
 import json
+import logging
 import shutil
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -209,3 +211,44 @@ def test_write_rejects_params_that_do_not_fit(saved, tmp_path):
   with pytest.raises(CheckpointError, match="float32, bfloat16 or float16"):
     write_hf_checkpoint(tmp_path / "w", config, params, dtype="int8")
   assert not (tmp_path / "w").exists()
+
+
+def _load_recording(folder):
+  """Loads `folder` in transformers; returns the model and what it warned or logged."""
+  said = []
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = lambda record: said.append(record.getMessage())
+  logger = logging.getLogger("transformers")
+  logger.addHandler(handler)
+  try:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      model = transformers.T5ForConditionalGeneration.from_pretrained(folder)
+  finally:
+    logger.removeHandler(handler)
+  return model, said + [str(w.message) for w in caught]
+
+
+def test_tied_export_loads_in_transformers_without_a_warning(tmp_path):
+  config, params = read_hf_checkpoint(_saved_tiny(tmp_path, "t5_1_0"))
+  model, said = _load_recording(write_hf_checkpoint(tmp_path / "written", config, params))
+  assert model.lm_head.weight is model.shared.weight
+  assert said == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "transformers 5's T5Config forces tie_word_embeddings=True (it reads the flag only as "
+    "the decoder-output scale) and from_pretrained warns whenever lm_head.weight differs "
+    "from shared.weight: no config.json or tensor names of an untied T5 load silently; "
+    "transformers' own save_pretrained/from_pretrained round trip warns the same"))
+def test_untied_export_loads_in_transformers_without_a_warning(tmp_path):
+  config, params = read_hf_checkpoint(_saved_tiny(tmp_path, "t5_1_1"))
+  model, said = _load_recording(write_hf_checkpoint(tmp_path / "written", config, params))
+  assert model.lm_head.weight is not model.shared.weight
+  assert said == []
+
+
+def _saved_tiny(tmp_path, kind):
+  folder = tmp_path / kind
+  tiny_hf_model(kind).save_pretrained(folder)
+  return folder
