@@ -3,7 +3,8 @@
 A template such as `'[P:3] {sentence} [P:3] It was'` is rendered per example as text
 with one `[P]` marker per prompt slot (`'[P][P][P] a gripping film [P][P][P] It was'`,
 what `inputs_pretokenized` shows), then tokenised piece by piece between the markers
-(the anchor words as usual), each marker becoming one reserved token id, the slot id.
+(the anchor words as usual), each marker becoming one reserved token id, the slot id
+(which a text's own `<extra_id_..>` never yields: it becomes unk).
 The model's input-embedding seam replaces the embedding at every slot id by the next
 prompt row (`prompts.combine.into_slots`); the inputs keep their length and mask.
 
@@ -104,6 +105,8 @@ def render_inputs(example, template: str):
 def encode_tf(vocabulary: seqio.Vocabulary, text: tf.Tensor, slot: int) -> tf.Tensor:
   """A rendered input (scalar string) to `[length]` ids, each `[P]` becoming `slot`."""
   pieces = vocabulary.encode_tf(tf.strings.split(text, MARKER))  # ragged [slots + 1, None]
+  pieces = tf.ragged.map_flat_values(  # a text's own "<extra_id_..>" is no slot
+      lambda ids: tf.where(ids == slot, tf.cast(vocabulary.unk_id, ids.dtype), ids), pieces)
   marks = tf.RaggedTensor.from_tensor(tf.fill([tf.shape(pieces.row_splits)[0] - 1, 1],
                                               tf.cast(slot, pieces.dtype)))
   return tf.concat([pieces, marks], axis=1).flat_values[:-1]
@@ -113,7 +116,8 @@ def encode(vocabulary: seqio.Vocabulary, text: str, slot: int) -> list[int]:
   """`encode_tf` for one Python string (infer's inputs)."""
   ids = []
   for i, piece in enumerate(text.split(MARKER)):
-    ids += ([slot] if i else []) + [int(t) for t in vocabulary.encode(piece)]
+    ids += ([slot] if i else []) + [vocabulary.unk_id if t == slot else int(t)
+                                    for t in vocabulary.encode(piece)]
   return ids
 
 
