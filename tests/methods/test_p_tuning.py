@@ -7,22 +7,10 @@ import pytest
 from prompt_tuning.io import CheckpointError
 from prompt_tuning.methods import PromptTuning, PTuning, detect, from_description
 from prompt_tuning.methods.p_tuning import encode_prompt
-from prompt_tuning.models import get_config
 from prompt_tuning.models.network import T5
 
 LENGTH, HIDDEN = 5, 12
-SLOT = 60
-
-
-@pytest.fixture(scope="module")
-def frozen():
-  config = get_config("tiny", dropout_rate=0.0, vocab_size=64)
-  params = nn.meta.unbox(T5(config).init_params(jax.random.PRNGKey(0)))
-  rng = np.random.RandomState(0)
-  enc = rng.randint(2, SLOT, (2, 9)).astype(np.int32)
-  enc[1, 6:] = 0
-  dec = rng.randint(2, 64, (2, 4)).astype(np.int32)
-  return config, params, enc, dec
+SLOT = 60  # the fixture (conftest.py) draws input ids below it
 
 
 def _trained(method, config, params, seed=1):
