@@ -180,6 +180,9 @@ class PTuning(Method):
       if self.placement == combine.TEMPLATE:
         raise ValueError("placement 'template' needs a template: set P_TUNING_TEMPLATE")
       return
+    if self.placement not in ("prefix", combine.TEMPLATE):  # prefix: the gin default
+      raise ValueError(f"P_TUNING_PLACEMENT {self.placement!r} and a template: the template "
+                       "places the prompt; unset one of them")
     from prompt_tuning.data import templates  # pylint: disable=import-outside-toplevel
     slots = templates.slot_count(self.template)
     if slots != self.length:

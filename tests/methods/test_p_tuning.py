@@ -117,6 +117,8 @@ def test_method_round_trips_and_is_detected(frozen):
     (dict(encoder="gru"), "PROMPT_ENCODER 'gru'"),
     (dict(length=5, template="[P:2] {inputs}", slot_id=SLOT), "has 2 prompt slots"),
     (dict(placement="template"), "needs a template"),
+    (dict(length=2, placement="suffix", template="[P:2] {inputs}", slot_id=SLOT),
+     "the template places the prompt"),
     (dict(length=2, template="[P:2] sentence", slot_id=SLOT), "shows no field"),
 ])
 def test_bad_settings_say_what_to_change(kwargs, words):
