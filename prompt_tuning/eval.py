@@ -29,7 +29,7 @@ def evaluate(mixture_or_task_name=gin.REQUIRED,
     raise ValueError("set MODEL_DIR (a run's checkpoints) or PROMPT_FILE (a method's "
                      ".npy/.npz export), or ModelSpec.mode = 'full' to evaluate the base "
                      "model alone")
-  name = trainer.task_name(mixture_or_task_name)
+  name = trainer.task_name(mixture_or_task_name, model)
   run = trainer.set_up(model_dir or "", model, optimizers.adafactor(), mesh_shape, batch_size,
                        task_feature_lengths["inputs"], LossConfig(enable_dropout=False),
                        restore_step=checkpoint_step, restore=not (prompt_file or zero_shot),

@@ -41,7 +41,7 @@ def infer(output_file: str = gin.REQUIRED, model=gin.REQUIRED,
     with open(input_file, encoding="utf-8") as f:
       examples = [{"inputs": line.rstrip("\n")} for line in f if line.strip()]
   else:
-    name = trainer.task_name(mixture_or_task_name)
+    name = trainer.task_name(mixture_or_task_name, model)
     task = seqio.get_mixture_or_task(name)
     ds = task.get_dataset({"inputs": in_len, "targets": out_len}, split=split, shuffle=False)
     examples = [{"inputs": ex["inputs_pretokenized"].decode(),
@@ -53,12 +53,14 @@ def infer(output_file: str = gin.REQUIRED, model=gin.REQUIRED,
                        export_file=prompt_file,
                        for_training=False)
   params = merge_params(run.frozen, run.state.params)
+  method = model.tuning_method  # its encoding of inputs: a template's slots
   with atomic_file(output_file) as out:
     for start in range(0, len(examples), batch_size):
       chunk = examples[start:start + batch_size]
       tokens = np.zeros((batch_size, in_len), np.int32)
       for row, ex in enumerate(chunk):
-        ids = list(vocab.encode(ex["inputs"]))[:in_len - 1] + [1]
+        ids = (method.encode_inputs(vocab, ex["inputs"]) if method
+               else list(vocab.encode(ex["inputs"])))[:in_len - 1] + [1]
         tokens[row, :len(ids)] = ids
       batch = run.program.place_batch({"encoder_input_tokens": tokens})
       with run.program.context():

@@ -247,6 +247,40 @@ def test_prefix_tuning_resumes_after_sigkill_bit_for_bit(workdir, tmp_path):
     np.testing.assert_array_equal(final[name], want[name])
 
 
+P_TUNING = ["--gin_file=gin/methods/p_tuning.gin", "--gin.P_TUNING_LENGTH=4",
+            "--gin.ENCODER_HIDDEN_SIZE=8", "--gin.P_TUNING_TEMPLATE='[P:2] {text} [P:2] It was'"]
+DEEP_PROMPTS = ["--gin_file=gin/methods/deep_prompts.gin", "--gin.DEEP_PROMPT_LENGTH=3"]
+
+
+def test_p_tuning_resumes_after_sigkill_bit_for_bit_and_exports_the_encoders_prompt(
+    workdir, tmp_path):
+  from prompt_tuning.methods import from_description
+  from prompt_tuning.methods.p_tuning import encode_prompt
+  from prompt_tuning.io.runs import read_params
+  steps = 12
+  _, reference, killed = _kill_and_resume(workdir, tmp_path, steps, P_TUNING, 4)
+  final = np.load(killed / "prompts" / f"step_{steps}.npy")
+  np.testing.assert_array_equal(final, np.load(reference / "prompts" / f"step_{steps}.npy"))
+  side = json.loads((killed / "prompts" / f"step_{steps}.npy.json").read_text())
+  assert side["method"] == "p_tuning" and side["settings"]["placement"] == "template"
+  assert from_description({"name": "p_tuning", "settings": side["settings"]}).length == 4
+  step, params = read_params(killed / "checkpoints")
+  assert step == steps and sorted(params["encoder_prompt"]) == ["lstm", "mlp", "virtual_tokens"]
+  np.testing.assert_array_equal(final, np.asarray(encode_prompt(params["encoder_prompt"],
+                                                                "lstm")))
+
+
+def test_deep_prompts_resume_after_sigkill_bit_for_bit(workdir, tmp_path):
+  steps = 12
+  _, reference, killed = _kill_and_resume(workdir, tmp_path, steps, DEEP_PROMPTS, 4,
+                                          export="npz")
+  final, want = (_npz(d / "prompts" / f"step_{steps}.npz") for d in (killed, reference))
+  assert sorted(final) == ["encoder/layers_0/key", "encoder/layers_0/value",
+                           "encoder/layers_1/key", "encoder/layers_1/value"]
+  for name in want:
+    np.testing.assert_array_equal(final[name], want[name])
+
+
 @pytest.mark.parametrize("args, words", [
     (["--gin_file=configs/no_such.gin"], "gin file 'configs/no_such.gin' not found; searched:"),
     (["--gin_file=configs/prompt_finetune.gin", "--gin.NO_SUCH.param=3"],

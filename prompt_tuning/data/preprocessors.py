@@ -210,6 +210,12 @@ def format_classification(example, fields: Mapping[str, str],
   `fields` maps each name shown in the inputs to the example's key holding the
   text (in order). The label is a string already, or an index into `labels`.
   """
+  return classification_example(example, fields, labels, label_key)
+
+
+def classification_example(example, fields: Mapping[str, str], labels: Sequence[str],
+                           label_key: str = "label"):
+  """`format_classification` of one example (templates render its fields their way)."""
   parts = []
   for name, key in fields.items():
     parts += [name + ":", example[key]]

@@ -1,6 +1,6 @@
 """Parameter-efficient tuning methods, one file each, behind one interface (`Method`).
 
-    method = PrefixTuning(length=10)             # or PromptTuning(length=20, ...)
+    method = PrefixTuning(length=10)             # or PromptTuning, PTuning, DeepPrompts
     model = method.build_model(config)           # a frozen T5 with the method's seam
     params = method.init_params(model, frozen, rng)
     arrays = method.export(trained, config)      # what a user ships, by name
@@ -13,10 +13,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from prompt_tuning.methods.base import Method
+from prompt_tuning.methods.deep_prompts import DeepPrompts
+from prompt_tuning.methods.p_tuning import PTuning
 from prompt_tuning.methods.prefix_tuning import PrefixTuning
 from prompt_tuning.methods.prompt_tuning import PromptTuning
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (PromptTuning, PrefixTuning)}
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (PromptTuning, PrefixTuning, PTuning, DeepPrompts)}
 
 
 def from_description(description: dict[str, Any]) -> Method:
@@ -33,4 +36,5 @@ def detect(params: dict[str, Any]) -> Optional[type[Method]]:
   return found[0] if len(found) == 1 else None
 
 
-__all__ = ["METHODS", "Method", "PrefixTuning", "PromptTuning", "detect", "from_description"]
+__all__ = ["METHODS", "DeepPrompts", "Method", "PTuning", "PrefixTuning", "PromptTuning",
+           "detect", "from_description"]

@@ -69,6 +69,18 @@ class Method(abc.ABC):
     """Refuses inputs the method makes too long (e.g. a prompt plus the inputs)."""
     del input_length, max_encoder_length
 
+  def task(self, name: str) -> str:
+    """The task this method reads for task `name` (P-tuning's template: a templated copy)."""
+    return name
+
+  def encode_inputs(self, vocabulary: Any, text: str) -> list[int]:
+    """The input token ids of one text (infer's inputs), without EOS."""
+    return [int(i) for i in vocabulary.encode(text)]
+
+  def export_readers(self) -> tuple[str, ...]:
+    """Other methods that read this method's export as their own (sidecar `readers`)."""
+    return ()
+
   def settings(self) -> dict[str, Any]:
     """The fields that fix the trained shapes, as JSON values (config.json, sidecars)."""
     out = {}
@@ -86,15 +98,18 @@ class Method(abc.ABC):
   def sidecar(self, config: T5Config, frozen_fingerprint: Optional[str],
               step: Optional[int] = None) -> dict[str, Any]:
     """What an export's JSON sidecar records beside the arrays' shapes."""
-    return {"method": self.name, "settings": self.settings(), "t5_config": config.to_dict(),
-            "frozen_fingerprint": frozen_fingerprint, "step": step}
+    out = {"method": self.name, "settings": self.settings(), "t5_config": config.to_dict(),
+           "frozen_fingerprint": frozen_fingerprint, "step": step}
+    if self.export_readers():
+      out["readers"] = list(self.export_readers())
+    return out
 
   def check_sidecar(self, sidecar: Optional[dict[str, Any]], config: T5Config,
                     frozen_fingerprint: Optional[str], where: str) -> None:
     """Refuses an export made by another method or on another model."""
     if sidecar is None:
       return
-    if sidecar.get("method") != self.name:
+    if sidecar.get("method") != self.name and self.name not in sidecar.get("readers", ()):
       raise CheckpointError(
           f"{where} was exported by {sidecar.get('method')!r} but this run uses {self.name!r}: "
           f"add the method's gin file (gin/methods/{sidecar.get('method')}.gin) or pick "

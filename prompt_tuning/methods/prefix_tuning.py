@@ -116,17 +116,19 @@ class PrefixTuning(Method):
 
   name: ClassVar[str] = "prefix_tuning"
   trainable: ClassVar[tuple[str, ...]] = (f"{MODULE}/.*",)
+  macro: ClassVar[str] = "PREFIX"  # its gin file's macros, named in errors
 
   def __post_init__(self):
     object.__setattr__(self, "attention", tuple(self.attention))
+    m = self.macro
     if not isinstance(self.length, int) or self.length < 1:
-      raise ValueError(f"PREFIX_LENGTH must be a positive integer, got {self.length!r}")
+      raise ValueError(f"{m}_LENGTH must be a positive integer, got {self.length!r}")
     unknown = [k for k in self.attention if k not in KV_PREFIX_KINDS]
     if not self.attention or unknown or len(set(self.attention)) != len(self.attention):
-      raise ValueError(f"PREFIX_ATTENTION={list(self.attention)}: choose one or more of "
+      raise ValueError(f"{m}_ATTENTION={list(self.attention)}: choose one or more of "
                        f"{list(KV_PREFIX_KINDS)}, each once")
     if self.hidden_dim < 1:
-      raise ValueError(f"PREFIX_HIDDEN_DIM must be positive, got {self.hidden_dim}")
+      raise ValueError(f"{m}_HIDDEN_DIM must be positive, got {self.hidden_dim}")
     if self.init not in INITS:
       raise ValueError(f"prefix init {self.init!r}: choose one of {INITS}")
     if self.init == "real_words":
@@ -136,7 +138,7 @@ class PrefixTuning(Method):
       if self.reparameterize:
         raise ValueError("init='real_words' sets the keys and values themselves; the MLP "
                          "cannot start at them: set reparameterize=False "
-                         "(PREFIX_REPARAMETERIZE = False)")
+                         f"({m}_REPARAMETERIZE = False)")
 
   def _module(self, config: T5Config, reparameterize: bool, length: int,
               attention: tuple[str, ...]) -> Prefixes:

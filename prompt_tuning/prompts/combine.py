@@ -4,11 +4,12 @@ Each function maps a prompt `[p, embed]` (one for the batch) or `[batch, p, embe
 (one per example, e.g. picked by task id), embedded inputs `[batch, length, embed]` and
 their mask `[batch, length]` to `[batch, length + p, embed]` and `[batch, length + p]`.
 Prompt positions are always real (mask True), so every input position and the
-decoder's cross-attention see them.
+decoder's cross-attention see them. `into_slots` instead writes the prompt over a
+template's slot positions, the length unchanged.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +63,39 @@ def suffix(prompt: Array, embedded: Array, mask: Array) -> tuple[Array, Array]:
   return x, jnp.broadcast_to(j < lengths + p, (batch, length + p))
 
 
+def into_slots(prompt: Array, embedded: Array, mask: Array, slots: Array
+               ) -> tuple[Array, Array]:
+  """The inputs with the k-th slot position of each row (`slots [batch, length]` True)
+  holding prompt row k: a template's placement (see `data.templates`).
+
+  Length and mask stay; slots past the prompt's rows (none, when the template made them)
+  take its last row.
+  """
+  prompt = _batched(prompt, embedded)
+  row = jnp.clip(jnp.cumsum(slots, axis=1, dtype=jnp.int32) - 1, 0, prompt.shape[1] - 1)
+  from_prompt = jnp.take_along_axis(prompt, row[..., None], axis=1)
+  return jnp.where(slots[..., None], from_prompt, embedded), mask
+
+
+def place(prompt: Array, embedded: Array, mask: Array, tokens: Optional[Array],
+          placement: str, slot_id: Optional[int] = None) -> tuple[Array, Array]:
+  """`prompt` placed among the inputs by `placement`: a `COMBINE_FNS` name, or
+  `TEMPLATE` (the positions where `tokens == slot_id`)."""
+  if placement == TEMPLATE:
+    if tokens is None or slot_id is None:
+      raise ValueError("the template placement needs the input tokens and the slot id")
+    return into_slots(prompt, embedded, mask, tokens == slot_id)
+  return get_combine_fn(placement)(prompt, embedded, mask)
+
+
+TEMPLATE = "template"
 COMBINE_FNS: dict[str, CombineFn] = {"prefix": prefix, "after_bos": after_bos, "suffix": suffix}
+
+
+def check_placement(name: str) -> None:
+  """Refuses a placement that is neither a `COMBINE_FNS` name nor `TEMPLATE`."""
+  if name != TEMPLATE:
+    get_combine_fn(name)
 
 
 def get_combine_fn(name: str) -> CombineFn:

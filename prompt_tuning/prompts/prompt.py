@@ -30,22 +30,25 @@ class Prompt(nn.Module):
 
   `initializer(rng, shape, embedding)` sees the frozen token embedding, so prompts can
   start from vocabulary rows. The prompt is cast to the activations' dtype on use.
+  `placement` is a `combine` placement; `'template'` puts the rows at the input tokens
+  equal to `slot_id` (a template's slots, `data.templates`).
   """
   length: int
   initializer: initializers.PromptInit = initializers.from_uniform()
   placement: str = "prefix"
+  slot_id: Optional[int] = None
 
   def __post_init__(self):
     if not isinstance(self.length, int) or self.length < 1:
       raise ValueError(f"prompt length must be a positive integer, got {self.length!r}")
-    combine_lib.get_combine_fn(self.placement)  # fail early on a bad name
+    combine_lib.check_placement(self.placement)  # fail early on a bad name
     super().__post_init__()
 
   @nn.compact
   def __call__(self, embedded: Array, mask: Array, tokens: Optional[Array] = None,
                task_ids: Optional[Array] = None,
                embedding: Optional[Array] = None) -> tuple[Array, Array]:
-    del tokens, task_ids
+    del task_ids
     width = embedded.shape[-1]
     if self.has_variable("params", "prompt"):  # check it ourselves, with a clearer message
       prompt = self.get_variable("params", "prompt")
@@ -58,7 +61,7 @@ class Prompt(nn.Module):
       raise ValueError(f"the prompt has shape {tuple(prompt.shape)} but this model needs "
                        f"({self.length}, {width}): [prompt length, embedding width]")
     prompt = layers.constrain(prompt.astype(embedded.dtype), PROMPT_AXES)
-    return combine_lib.get_combine_fn(self.placement)(prompt, embedded, mask)
+    return combine_lib.place(prompt, embedded, mask, tokens, self.placement, self.slot_id)
 
 
 def check_prompt_budget(prompt_length: int, input_length: int,

@@ -31,6 +31,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
     # The prompt is tiny and read by every example: replicate it.
     ("prompt", None),
     ("prompt_embed", None),
+    ("prompt_hidden", None),  # P-tuning's prompt encoder
     # Key/value prefixes likewise, their heads split like the attention's (`heads`).
     ("prefix_batch", None),
     ("prefix", None),

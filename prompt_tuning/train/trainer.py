@@ -38,11 +38,15 @@ class TrainingError(RuntimeError):
   """A run that must stop: a non-finite loss, a checkpoint that does not fit."""
 
 
-def task_name(mixture_or_task: TaskLike) -> str:
+def task_name(mixture_or_task: TaskLike, spec: Optional["ModelSpec"] = None) -> str:
+  """The task's name; with `spec`, that of the task its method reads (`Method.task`)."""
   if isinstance(mixture_or_task, (seqio.Task, seqio.Mixture)):
-    return mixture_or_task.name
-  import prompt_tuning.data  # noqa: F401  (registers the tasks)
-  return mixture_or_task
+    name = mixture_or_task.name
+  else:
+    import prompt_tuning.data  # noqa: F401  (registers the tasks)
+    name = mixture_or_task
+  method = spec.tuning_method if spec is not None else None
+  return name if method is None else method.task(name)
 
 
 def task_vocab_size(name: str) -> int:
@@ -288,7 +292,7 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
   (the same batches, but slow after many steps). Returns the last evaluation's metrics
   (empty when evaluation is off).
   """
-  name = task_name(mixture_or_task_name)
+  name = task_name(mixture_or_task_name, model)
   from prompt_tuning.data import get_dataset
   optimizer = optimizer or optimizers.adafactor()
   run = set_up(model_dir, model, optimizer, mesh_shape, batch_size,

@@ -7,21 +7,7 @@ import pytest
 
 from prompt_tuning.io import CheckpointError, exports
 from prompt_tuning.methods import PrefixTuning, detect, from_description
-from prompt_tuning.models import get_config
 from prompt_tuning.models.network import T5
-
-BATCH = 2
-
-
-@pytest.fixture(scope="module")
-def frozen():
-  config = get_config("tiny", dropout_rate=0.0, vocab_size=64)
-  params = nn.meta.unbox(T5(config).init_params(jax.random.PRNGKey(0)))
-  rng = np.random.RandomState(0)
-  enc = rng.randint(2, 64, (BATCH, 6)).astype(np.int32)
-  enc[1, 4:] = 0
-  dec = rng.randint(2, 64, (BATCH, 4)).astype(np.int32)
-  return config, params, enc, dec
 
 
 def _trained(method, config, params):

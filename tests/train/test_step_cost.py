@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from prompt_tuning.methods import PrefixTuning, PromptTuning
+from prompt_tuning.methods import DeepPrompts, PrefixTuning, PromptTuning, PTuning
 from prompt_tuning.models import get_config
 from prompt_tuning.models.network import T5
 from prompt_tuning.prompts import from_sampled_vocab
@@ -22,7 +22,9 @@ BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH = 4, 32, 8
 
 
 METHODS = {"prompt": PromptTuning(PROMPT_LENGTH, from_sampled_vocab(50)),
-           "prefix": PrefixTuning(PROMPT_LENGTH, hidden_dim=24)}  # no frozen kernel is 64 x 24
+           "prefix": PrefixTuning(PROMPT_LENGTH, hidden_dim=24),  # no frozen kernel is 64 x 24
+           "p_tuning": PTuning(PROMPT_LENGTH, "lstm", hidden_size=6),  # nor [*, 24], [12, *]
+           "deep_prompts": DeepPrompts(PROMPT_LENGTH)}
 
 
 @pytest.fixture(scope="module", params=sorted(METHODS))
