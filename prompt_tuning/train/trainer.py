@@ -229,10 +229,12 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
       extra = {"mode": spec.mode}
       if method is not None:
         extra.update(method=method.describe(), frozen_fingerprint=fingerprint)
-      checkpoints.save_model_config(model_dir, config, extra)
-      if resume_step is not None:
+      if resume_step is not None:  # config.json is rewritten once the checkpoint fits
+        checkpoints.check_same_method(model_dir, extra)
         state, position = checkpointer.restore(checkpoints.abstract_state(program), resume_step)
+        checkpoints.check_same_run(model_dir, config, extra)
         logging.info("restored step %d from %s", int(state.step), model_dir)
+      checkpoints.save_model_config(model_dir, config, extra)
     elif restore:
       step, params = checkpoints.read_params(model_dir, restore_step)
       checkpoints.check_params_fit(params, state.params, f"{model_dir} step {step}")
