@@ -340,6 +340,7 @@ def test_bad_input(workdir, tmp_path, name):
     lines = [l for l in err.splitlines() if l.startswith(case.line)]
     assert len(lines) == 1, err[-3000:]
     assert case.phrase in lines[0], lines[0]
+    print(f"{name}: exit {code}: {lines[0]}")  # pytest -rP shows each case's line
   if case.after is None:
     assert _files(tmp_path) == before, "the refused run changed files"
   else:
