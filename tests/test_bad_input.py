@@ -98,7 +98,9 @@ def _files(root: pathlib.Path) -> dict[str, tuple[int, int]]:
 
 def _steps(model_dir: pathlib.Path) -> list[int]:
   folder = model_dir / "checkpoints"
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+  if not folder.is_dir():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
 def _no_temporaries(model_dir: pathlib.Path) -> None:
@@ -231,17 +233,20 @@ def _nan_setup(root, case_dir):
 
 
 def _signal_setup(sig):
+  """Send `sig` to this process once step 2 is logged; checkpoints are due every 100."""
   def setup(root, case_dir):
     model_dir = _run_dir(case_dir)
-    trigger = model_dir / "prompts" / "step_4.npy"
+    metrics = model_dir / "metrics.jsonl"
 
     def send():
-      deadline = time.time() + 120
-      while not trigger.exists() and time.time() < deadline:
+      deadline = time.time() + 300
+      while time.time() < deadline and not (
+          metrics.exists() and '"step": 2,' in metrics.read_text()):
         time.sleep(0.05)
       os.kill(os.getpid(), sig)
     threading.Thread(target=send, daemon=True).start()
-    return _flags(root, model_dir, steps=400, extra=["--gin.CHECKPOINT_PERIOD=4"])
+    return _flags(root, model_dir, steps=400, extra=["--gin.CHECKPOINT_PERIOD=100",
+                                                     "--gin.train.log_period=1"])
   return setup
 
 
@@ -249,9 +254,9 @@ def _saved_on_signal(case_dir, out, err):
   model_dir = _run_dir(case_dir)
   _no_temporaries(model_dir)
   steps = _steps(model_dir)
-  assert steps and steps[-1] > 4, f"no checkpoint at the signal: {steps}"
-  assert f"at step {steps[-1]}; saved checkpoint {steps[-1]}" in err
-  assert (model_dir / "prompts" / f"step_{steps[-1]}.npy").is_file()
+  assert len(steps) == 1 and 2 <= steps[0] < 100, f"no checkpoint at the signal: {steps}"
+  assert f"at step {steps[0]}; saved checkpoint {steps[0]}" in err
+  assert (model_dir / "prompts" / f"step_{steps[0]}.npy").is_file()
 
 
 def _half_written_checkpoint(root, case_dir):
@@ -280,8 +285,10 @@ CASES = {
                                   "no_such_parameter"),
     "gin_file_misspelled": Case(_simple("--gin_file=configs/prompt_finetun.gin"), 2,
                                 "gin file 'configs/prompt_finetun.gin' not found"),
-    "binding_wrong_type": Case(_simple("--gin.BATCH_SIZE='eight'"), 1, "BATCH_SIZE must be a positive integer"),
-    "prompt_length_zero": Case(_simple("--gin.PROMPT_LENGTH=0"), 1, "PROMPT_LENGTH must be a positive integer"),
+    "binding_wrong_type": Case(_simple("--gin.BATCH_SIZE='eight'"), 1,
+                               "BATCH_SIZE must be a positive integer"),
+    "prompt_length_zero": Case(_simple("--gin.PROMPT_LENGTH=0"), 1,
+                               "PROMPT_LENGTH must be a positive integer"),
     "prompt_length_negative": Case(_simple("--gin.PROMPT_LENGTH=-3"), 1, "got -3"),
     "prompt_npy_wrong_shape": Case(_with_prompt(np.zeros((PROMPT_LENGTH, 16), np.float32)), 1,
                                    "shape (5, 16)"),
@@ -312,11 +319,13 @@ CASES = {
                                            after=_truncation_said_once, line="warning:"),
     "model_dir_unwritable": Case(_unwritable, 1, "MODEL_DIR"),
     "model_dir_is_a_file": Case(_model_dir_is_file, 1, "MODEL_DIR"),
-    "batch_size_indivisible": Case(_simple("--gin.BATCH_SIZE=6"), 1, "BATCH_SIZE 6 does not divide"),
+    "batch_size_indivisible": Case(_simple("--gin.BATCH_SIZE=6"), 1,
+                                   "BATCH_SIZE 6 does not divide"),
     "unknown_task": Case(_simple("--gin.MIXTURE_OR_TASK_NAME='no_such_task'"), 1, "no_such_task"),
     "nan_loss": Case(_nan_setup, 1, "loss is nan at step 6", after=_nan_stopped),
     "sigint": Case(_signal_setup(signal.SIGINT), 130, "stopped by SIGINT", after=_saved_on_signal),
-    "sigterm": Case(_signal_setup(signal.SIGTERM), 143, "stopped by SIGTERM", after=_saved_on_signal),
+    "sigterm": Case(_signal_setup(signal.SIGTERM), 143, "stopped by SIGTERM",
+                    after=_saved_on_signal),
     "kill9_during_checkpoint_write": Case(_half_written_checkpoint, 0, "",
                                           after=_resumed_from_last_complete, line=""),
 }
