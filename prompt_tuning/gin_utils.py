@@ -98,6 +98,12 @@ def configure(files: Sequence[str], bindings: Sequence[str], extra_paths: Sequen
     raise UsageError("bad gin configuration: " + " | ".join(m for m in message if m)) from None
 
 
+def one_line(error: BaseException) -> str:
+  """`error`'s message on one line, without the configurable gin adds below it."""
+  text = str(error).split("\n  In call to configurable", 1)[0]
+  return " ".join(text.split())
+
+
 def run(main: Callable[[], object], argv: Optional[Sequence[str]] = None,
         prog: str = "prompt_tuning.train", retain_freed_host_memory: bool = False) -> int:
   """Configures gin from `argv`, runs `main()`, and turns known errors into one line.
@@ -130,10 +136,14 @@ def run(main: Callable[[], object], argv: Optional[Sequence[str]] = None,
     print(f"error: {e}\n\n{USAGE.format(prog=prog)}", file=sys.stderr)
     return 2
   except (CheckpointError, TrainingError, FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {one_line(e)}", file=sys.stderr)
     return 1
-  except KeyboardInterrupt:
-    print("interrupted; rerun the same command to continue from the last checkpoint",
+  except KeyboardInterrupt as e:
+    signum = getattr(e, "signum", None)
+    if signum is not None:  # the trainer saved a checkpoint first
+      print(f"error: {one_line(e)}", file=sys.stderr)
+      return 128 + signum
+    print("error: interrupted; rerun the same command to continue from the last checkpoint",
           file=sys.stderr)
     return 130
   return 0

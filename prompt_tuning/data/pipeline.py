@@ -4,6 +4,7 @@ Given a seed, the pipeline (source order, preprocessing randomness, shuffle) is
 deterministic, so batch n is always the same batch: a run restarted with
 `start_batch=n` continues with exactly the data it would have seen.
 """
+import difflib
 from typing import Mapping, Optional, Union
 
 import seqio
@@ -23,8 +24,12 @@ def _provider(mixture_or_task: Provider) -> Union[seqio.Task, seqio.Mixture]:
                     f"or Mixture, got {type(mixture_or_task).__name__}.")
   names = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
   if mixture_or_task not in names:
+    close = difflib.get_close_matches(mixture_or_task, sorted(names), n=3)
+    hint = (f"did you mean {', '.join(map(repr, close))}?" if close else
+            f"registered are {len(names)} names, e.g. {', '.join(sorted(names)[:5])}.")
     raise ValueError(f"No seqio Task or Mixture is registered as "
-                     f"{mixture_or_task!r}; registered: {sorted(names)}.")
+                     f"{mixture_or_task!r}; {hint} Set MIXTURE_OR_TASK_NAME to a "
+                     "registered name or to @tsv_classification_task().")
   return seqio.get_mixture_or_task(mixture_or_task)
 
 

@@ -36,6 +36,10 @@ def load_prompt_npy(path, expected_shape=None) -> np.ndarray:
   if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
     raise CheckpointError(f"prompt file {path} must hold one float array, got "
                           f"{getattr(value, 'dtype', type(value).__name__)}")
+  if not np.isfinite(value).all():
+    bad = int(np.size(value) - np.isfinite(value).sum())
+    raise CheckpointError(f"prompt file {path} holds {bad} NaN or infinite value(s); use a "
+                          "prompt saved by a run that did not diverge")
   if expected_shape is not None:
     expected_shape = tuple(expected_shape)
     fits = len(expected_shape) == value.ndim and all(

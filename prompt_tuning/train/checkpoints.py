@@ -402,6 +402,57 @@ def _check_fits(manager, directory, step: int, abstract: TrainState) -> None:
         "fresh MODEL_DIR")
 
 
+def _saved_run(model_dir) -> Optional[tuple[T5Config, dict[str, Any]]]:
+  if not (pathlib.Path(model_dir) / CONFIG_FILE).is_file():
+    return None
+  return load_model_config(model_dir)
+
+_FRESH = "; use the settings it was trained with, or a fresh MODEL_DIR"
+
+
+def check_same_method(model_dir, extra: dict[str, Any]) -> None:
+  """Refuses to resume MODEL_DIR with another mode or method than its config.json
+  records (`extra` is what this run would write there); before the checkpoint is read,
+  whose shape errors would say less."""
+  saved = _saved_run(model_dir)
+  if saved is None:
+    return
+  saved = saved[1]
+  if saved.get("mode", extra["mode"]) != extra["mode"]:
+    raise CheckpointError(f"MODEL_DIR {model_dir} was trained with ModelSpec.mode "
+                          f"{saved['mode']!r}, this run uses {extra['mode']!r}{_FRESH}")
+  was, now = saved.get("method"), extra.get("method")
+  if was and now and was.get("name") != now.get("name"):
+    raise CheckpointError(f"MODEL_DIR {model_dir} was trained with the method "
+                          f"{was.get('name')!r}, this run uses {now.get('name')!r}{_FRESH}")
+
+
+def check_same_run(model_dir, config: T5Config, extra: dict[str, Any]) -> None:
+  """Refuses to resume MODEL_DIR with other method settings or another base model (same
+  shapes, other weights: the frozen fingerprint differs) than its config.json records;
+  after the checkpoint's shapes were checked, and before config.json is rewritten."""
+  saved = _saved_run(model_dir)
+  if saved is None:
+    return
+  saved_config, saved = saved
+  was, now = saved.get("method"), extra.get("method")
+  old, new = (was or {}).get("settings") or {}, (now or {}).get("settings") or {}
+  differ = [f"{k} {old.get(k)!r} vs {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]  # a field absent from one (None) is no difference
+  if was and now and differ:
+    raise CheckpointError(f"MODEL_DIR {model_dir} was trained with other {now.get('name')} "
+                          f"settings (saved vs this run: {', '.join(differ)}){_FRESH}")
+  differ = [f"{f} {getattr(saved_config, f)} vs {getattr(config, f)}"
+            for f in methods_lib.base.ARCHITECTURE
+            if getattr(saved_config, f) != getattr(config, f)]
+  fingerprint = extra.get("frozen_fingerprint")
+  if differ or saved.get("frozen_fingerprint", fingerprint) != fingerprint:
+    detail = ", ".join(differ) if differ else "same shapes, other weights"
+    raise CheckpointError(f"MODEL_DIR {model_dir} was trained on another base model "
+                          f"({detail}): set INITIAL_CHECKPOINT_PATH to the model it was "
+                          "trained on, or use a fresh MODEL_DIR")
+
+
 def check_params_fit(saved: Any, wanted: Any, where: str) -> None:
   """Raises CheckpointError naming each parameter whose shape differs from the model's."""
   problems = _shape_problems(_leaf_shapes(saved), _leaf_shapes(wanted), "parameter")

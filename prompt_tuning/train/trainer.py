@@ -13,6 +13,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -36,6 +39,104 @@ TaskLike = Union[str, seqio.Task, seqio.Mixture]
 
 class TrainingError(RuntimeError):
   """A run that must stop: a non-finite loss, a checkpoint that does not fit."""
+
+
+class Stopped(KeyboardInterrupt):
+  """SIGINT or SIGTERM stopped the run after saving a checkpoint; exit 128 + `signum`."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False, minimum: int = 1) -> None:
+  if allow_none and value is None:
+    return
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}, got "
+                     f"{value!r} ({type(value).__name__}); bind a number without quotes, "
+                     f"e.g. --gin.{name}=8")
+
+
+def check_model_dir(model_dir: Any) -> None:
+  """MODEL_DIR must be a folder, or a path whose nearest existing parent we may write."""
+  if not isinstance(model_dir, (str, os.PathLike)) or not str(model_dir):
+    raise ValueError(f"MODEL_DIR must be a path, got {model_dir!r}")
+  path = os.path.abspath(os.path.expanduser(model_dir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"MODEL_DIR {path} is a file, not a folder; point MODEL_DIR at a "
+                     "folder (new or a run's)")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"MODEL_DIR {path} cannot be created: {existing} is a file, not a "
+                     "folder; point MODEL_DIR elsewhere")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"MODEL_DIR {path} is not writable (no permission to write in "
+                     f"{existing}); point MODEL_DIR at a folder you can write")
+
+
+def _check_loss(loss: Any, step: int, last_saved: Optional[int], model_dir: str,
+                what: Optional[str] = None) -> None:
+  value = float(loss)
+  if not math.isfinite(value):
+    good = (f"the last good checkpoint is step {last_saved} in {model_dir}" if last_saved
+            else f"there is no checkpoint in {model_dir} yet")
+    raise TrainingError(f"{what or f'loss is {value} at'} step {step}; stopped, {good}; "
+                        "lower the learning rate or check the data")
+
+
+def _truncation_warner(batches, lengths: Mapping[str, int]):
+  """Yields `batches`, saying once (on stderr) when an example fills its whole feature
+  length: seqio cuts longer ones there (keeping their EOS), so they lose their end.
+  Packed rows are not checked."""
+  keys = {"encoder_input_tokens": "inputs", "decoder_target_tokens": "targets"}
+  warned = False
+  for batch in batches:
+    if not warned and "encoder_segment_ids" not in batch:
+      full = [f"{f} {lengths[f]}" for key, f in keys.items()
+              if key in batch and f in lengths and (batch[key][:, -1] != 0).any()]
+      if full:
+        print(f"warning: some examples reach TASK_FEATURE_LENGTHS ({', '.join(full)} tokens) "
+              "and longer ones are truncated to it; raise TASK_FEATURE_LENGTHS to keep them "
+              "whole (said once)", file=sys.stderr, flush=True)
+        warned = True
+    yield batch
+
+
+class _SignalStop:
+  """While training, SIGINT and SIGTERM ask the loop to stop at the next step (`signum`
+  is the signal's number); a second one stops at once, as Python's default would."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:
+      self.restore()
+      raise Stopped(f"stopped by a second {signal.Signals(signum).name} before a checkpoint "
+                    "was saved; rerun the same command to continue from the last one", signum)
+    self.signum = signum
+
+  def restore(self):
+    for signum, old in self._previous.items():
+      signal.signal(signum, old)
+    self._previous = {}
+
+
+def _check_params(params: Any, step: int, last_saved: Optional[int], model_dir: str) -> None:
+  """A state about to be saved must be finite (a finite loss can precede an inf update)."""
+  jnp = jax.numpy
+  floats = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+  if floats and not bool(jnp.all(jnp.stack([jnp.isfinite(x).all() for x in floats]))):
+    _check_loss(math.nan, step, last_saved, model_dir, "the parameters are not finite after")
 
 
 def task_name(mixture_or_task: TaskLike, spec: Optional["ModelSpec"] = None) -> str:
@@ -83,6 +184,8 @@ class ModelSpec:
       raise ValueError("prompt tuning needs a pretrained model: set INITIAL_CHECKPOINT_PATH")
     if not self.initial_checkpoint_path and not self.preset:
       raise ValueError("set INITIAL_CHECKPOINT_PATH, or a model preset to start from scratch")
+    if self.mode == "prompt" and self.method is None:
+      _positive_int("PROMPT_LENGTH", self.prompt_length)
 
   @property
   def tuning_method(self) -> Optional[methods.Method]:
@@ -233,10 +336,12 @@ def set_up(model_dir: str, spec: ModelSpec, optimizer: optax.GradientTransformat
       extra = {"mode": spec.mode}
       if method is not None:
         extra.update(method=method.describe(), frozen_fingerprint=fingerprint)
-      checkpoints.save_model_config(model_dir, config, extra)
-      if resume_step is not None:
+      if resume_step is not None:  # config.json is rewritten once the checkpoint fits
+        checkpoints.check_same_method(model_dir, extra)
         state, position = checkpointer.restore(checkpoints.abstract_state(program), resume_step)
+        checkpoints.check_same_run(model_dir, config, extra)
         logging.info("restored step %d from %s", int(state.step), model_dir)
+      checkpoints.save_model_config(model_dir, config, extra)
     elif restore:
       step, params = checkpoints.read_params(model_dir, restore_step)
       checkpoints.check_params_fit(params, state.params, f"{model_dir} step {step}")
@@ -292,6 +397,16 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
   (the same batches, but slow after many steps). Returns the last evaluation's metrics
   (empty when evaluation is off).
   """
+  check_model_dir(model_dir)
+  for key, value in (("BATCH_SIZE", batch_size), ("TRAIN_STEPS", train_steps),
+                     ("CHECKPOINT_PERIOD", checkpoint_period), ("train.log_period", log_period)):
+    _positive_int(key, value)
+  _positive_int("EVAL_PERIOD", eval_period, allow_none=True, minimum=0)
+  if not isinstance(task_feature_lengths, Mapping):
+    raise ValueError(f"TASK_FEATURE_LENGTHS must be a dict like {{'inputs': 256, 'targets': 16}}, "
+                     f"got {task_feature_lengths!r}")
+  for key, value in task_feature_lengths.items():
+    _positive_int(f"TASK_FEATURE_LENGTHS['{key}']", value)
   name = task_name(mixture_or_task_name, model)
   from prompt_tuning.data import get_dataset
   optimizer = optimizer or optimizers.adafactor()
@@ -329,26 +444,31 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
     print(f"re-reading the data stream up to batch {run.data_position} (checkpoint "
           f"{start} has no data iterator; train.save_data_iterator=True saves one)",
           flush=True)
-  batches = ({k: v.numpy() for k, v in batch.items()} for batch in iterator)
+  batches = _truncation_warner(({k: v.numpy() for k, v in batch.items()} for batch in iterator),
+                               task_feature_lengths)
   tokens_per_batch = batch_size * (task_feature_lengths["inputs"]
                                    + task_feature_lengths["targets"])
   state, position, results = run.state, run.data_position, {}
   last_saved = start
+  unchecked = None  # (step, loss) of the step before, read once the next one is queued
   tick, tick_step = time.time(), start
+  stop = _SignalStop()
   try:
     for step in range(start, train_steps):
       batch = step_lib.model_features(next(batches))
       new_state, metrics = run.program.train_step(state, run.frozen,
                                                   run.program.place_batch(batch))
+      if unchecked is not None:
+        _check_loss(unchecked[1], unchecked[0], last_saved, model_dir)
       position += 1
       done = step + 1
+      unchecked = (done, metrics["loss"])
       save = done % checkpoint_period == 0 or done == train_steps
+      if save or stop.signum is not None:
+        _check_loss(metrics["loss"], done, last_saved, model_dir)
       if save or done % log_period == 0 or done == start + 1:
         metrics = jax.device_get(metrics)
-        if not math.isfinite(float(metrics["loss"])):
-          raise TrainingError(f"the loss is {float(metrics['loss'])} at step {done}; stopping. "
-                              f"The last good checkpoint is step {last_saved} in {model_dir}; "
-                              "lower the learning rate or check the data")
+        _check_loss(metrics["loss"], done, last_saved, model_dir)
         elapsed = max(time.time() - tick, 1e-9)
         metrics["steps_per_sec"] = (done - tick_step) / elapsed
         metrics["tokens_per_sec"] = metrics["steps_per_sec"] * tokens_per_batch
@@ -356,14 +476,21 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: TaskLike = gin.RE
         logger.write(done, {f"train/{k}": float(v) for k, v in metrics.items()})
       state = new_state
       logger.progress(done)
-      if save:  # the loss of this step was checked above: never save a NaN state
+      if save or stop.signum is not None:  # its loss was checked above: never save NaN
+        _check_params(state.params, done, last_saved, model_dir)
         run.checkpointer.save(done, state, position,
                               data_iterator=iterator if save_data_iterator else None)
         last_saved = done
+      if stop.signum is not None:
+        run.checkpointer.wait_until_finished()
+        raise Stopped(f"stopped by {signal.Signals(stop.signum).name} at step {done}; saved "
+                      f"checkpoint {done} in {model_dir}; rerun the same command to continue",
+                      stop.signum)
       if evaluators and (done % eval_period == 0 or done == train_steps):
         run.state = state
         results = evaluate_all(run, evaluators, done, logger)
   finally:
+    stop.restore()
     logger.close()
     run.checkpointer.close()  # waits for the last async save; raises if it failed
   write_gin_config(model_dir, "operative_config.gin", operative=True)
