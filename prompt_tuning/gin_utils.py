@@ -6,6 +6,7 @@ works from anywhere.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import sys
@@ -91,11 +92,23 @@ def configure(files: Sequence[str], bindings: Sequence[str], extra_paths: Sequen
       raise UsageError(f"gin file {f!r} not found; searched: {', '.join(paths)}")
     if os.path.isabs(f) and not os.path.isfile(f):
       raise UsageError(f"gin file {f} does not exist")
+  # gin logs "Path not found" for every search path it tries before the one that holds a
+  # file (an include from a folder other than the repo's tries several): not an error.
+  not_found = _DropPathNotFound()
+  logging.getLogger().addFilter(not_found)
   try:
     gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=True)
   except (ValueError, SyntaxError, IOError, KeyError) as e:
     message = str(e).strip().splitlines()
     raise UsageError("bad gin configuration: " + " | ".join(m for m in message if m)) from None
+  finally:
+    logging.getLogger().removeFilter(not_found)
+
+
+class _DropPathNotFound(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Path not found:")
 
 
 def one_line(error: BaseException) -> str:
