@@ -22,17 +22,8 @@ import pytest
 
 from prompt_tuning import gin_utils
 from prompt_tuning.scripts.make_random_model import write_random_model
-
-LABELS = ["negative", "positive"]
-WORDS = {"negative": ["awful", "dull", "boring", "bad", "tedious"],
-         "positive": ["great", "superb", "lovely", "fine", "moving"]}
+from test_workflow import LABELS, WORDS, write_word_task
 PROMPT_LENGTH, EMBED = 5, 32  # the tiny preset's embedding width
-
-
-def _tsv(path, rows, header="text\tlabel"):
-  path.write_bytes(("\n".join([header] + rows) + "\n").encode("utf-8")
-                   if isinstance(rows, list) else rows)
-  return path
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +31,7 @@ def workdir(tmp_path_factory):
   """A tiny random T5, a good TSV task, and a trained 4-step MODEL_DIR to resume."""
   root = tmp_path_factory.mktemp("bad_input")
   write_random_model(str(root / "model"), "tiny", seed=0)
-  rng = np.random.RandomState(0)
-  for split, n in [("train", 32), ("validation", 8)]:
-    rows = []
-    for _ in range(n):
-      label = LABELS[rng.randint(2)]
-      rows.append(f"the film was {WORDS[label][rng.randint(5)]} overall\t{label}")
-    _tsv(root / f"{split}.tsv", rows)
+  write_word_task(root, {"train": 32, "validation": 8})
   from prompt_tuning.train import __main__ as train_main
   assert train_main.main(_flags(root, root / "trained", steps=4)) == 0
   return root

@@ -18,6 +18,7 @@ import pytest
 
 from prompt_tuning.data import corpora
 from prompt_tuning.scripts.make_random_model import write_random_model
+from test_workflow import write_word_task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -56,16 +57,6 @@ def _substitute(text: str, values: dict) -> str:
   return text
 
 
-def _write_tsvs(tmp: pathlib.Path) -> None:
-  words = {"negative": ["dull", "awful", "boring"], "positive": ["great", "lovely", "fun"]}
-  for split, n in (("train", 64), ("validation", 8)):
-    rows = ["text\tlabel"]
-    for i in range(n):
-      label = ("negative", "positive")[i % 2]
-      rows.append(f"a {words[label][i % 3]} film, number {i}\t{label}")
-    (tmp / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-
-
 def _run(argv: list[str], cwd: pathlib.Path) -> str:
   # The package as installed (`pip install -e .`), run from a folder that is not the repo.
   proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=900,
@@ -79,7 +70,7 @@ def _run(argv: list[str], cwd: pathlib.Path) -> str:
 def test_every_readme_command_runs(tmp_path):
   corpora.prepare(["rotten_tomatoes"], verbose=False)
   values = {"tmp": str(tmp_path), "model": write_random_model(str(tmp_path / "model"), "tiny")}
-  _write_tsvs(tmp_path)
+  write_word_task(tmp_path, {"train": 64, "validation": 8})
   ran, checked = [], []
   for command in commands():
     argv = shlex.split(_substitute(command, values))

@@ -26,14 +26,20 @@ def workdir(tmp_path_factory):
   """A tiny random T5 and a two-class TSV task whose label is a word in the text."""
   root = tmp_path_factory.mktemp("workflow")
   write_random_model(str(root / "model"), "tiny", seed=0)
+  write_word_task(root, {"train": 64, "validation": 16})
+  return root
+
+
+def write_word_task(root, sizes):
+  """`<root>/<split>.tsv` for each split of `sizes`: rows "the film was <word> overall"
+  whose label the word gives away, drawn from a fixed seed."""
   rng = np.random.RandomState(0)
-  for split, n in [("train", 64), ("validation", 16)]:
+  for split, n in sizes.items():
     lines = ["text\tlabel"]
     for _ in range(n):
       label = LABELS[rng.randint(2)]
       lines.append(f"the film was {WORDS[label][rng.randint(5)]} overall\t{label}")
     (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-  return root
 
 
 def _env():

@@ -234,11 +234,11 @@ def rated_sentences(sdist: str, threshold: float = 0.5) -> list[Row]:
   """VADER's human-rated sentences whose mean rating is at least `threshold` from
   neutral, labelled positive or negative; a review's or an editorial's snippets share
   a group (ids `<document>_<sentence>`), each tweet is its own."""
+  names = {stem: f"hutto_ICWSM_2014/{stem}_GroundTruth.txt" for stem in RATED_FILES}
+  texts = sources.read_tar_members(sdist, list(names.values()), inner=_HUTTO)
   rows = []
   for stem, prefix in RATED_FILES.items():
-    text = sources.read_tar_member(sdist, f"hutto_ICWSM_2014/{stem}_GroundTruth.txt",
-                                   inner=_HUTTO)
-    for line in text.splitlines():
+    for line in texts[names[stem]].splitlines():
       fields = line.rstrip("\r").split("\t")
       if len(fields) != 3:
         continue

